@@ -1,0 +1,33 @@
+"""The one interface every inference backend implements.
+
+A backend takes a batch of uint8 tiles (N, C, H, W) and returns float32 per-class
+probabilities (N, K, H, W). Normalisation and the sigmoid live inside the exported graph,
+so a backend moves bytes and runs the graph, nothing else.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's runtime library or device is not present on this machine."""
+
+
+class Backend(ABC):
+    """Runs one model; created by `create_backend`, used from one worker thread."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def infer(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) uint8 -> (N, K, H, W) float32 probabilities."""
+
+    def describe(self) -> dict[str, str]:
+        """What runs where, for logs, heartbeats and benchmark reports."""
+        return {"backend": self.name}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release device memory and sessions."""

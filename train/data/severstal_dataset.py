@@ -1,0 +1,126 @@
+"""A Severstal-layout folder in memory, split, and served as torch datasets.
+
+Masks are kept as one uint8 plane per image with class k in bit k, which holds several
+(overlapping or not) classes in the space of one grayscale image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lineside.edge import rle
+from lineside.edge.severstal import read_labels
+
+
+@dataclass
+class StripSet:
+    """Images (N, H, W) uint8, class bit-planes (N, H, W) uint8, their names and classes."""
+
+    names: list[str]
+    images: np.ndarray
+    bits: np.ndarray
+    class_ids: tuple[int, ...]
+
+    def masks(self, index: int) -> np.ndarray:
+        """(K, H, W) uint8 0/1 masks of one strip."""
+        planes = self.bits[index]
+        return np.stack([(planes >> k) & 1 for k in range(len(self.class_ids))]).astype(np.uint8)
+
+    def subset(self, indices: list[int]) -> StripSet:
+        return StripSet([self.names[i] for i in indices], self.images[indices],
+                        self.bits[indices], self.class_ids)
+
+    def presence(self) -> np.ndarray:
+        """(N, K) bool: which classes each strip holds."""
+        return np.stack([[(self.bits[i] >> k & 1).any() for k in range(len(self.class_ids))]
+                         for i in range(len(self.names))])
+
+
+def load_strips(root: str | Path, class_ids: tuple[int, ...] = (1, 2, 3, 4),
+                limit: int = 0) -> StripSet:
+    root = Path(root)
+    labels = read_labels(root / "train.csv")
+    folder = root / "train_images"
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if limit:
+        names = names[:limit]
+    if not names:
+        raise FileNotFoundError(f"no images in {folder}")
+    first = cv2.imread(str(folder / names[0]), cv2.IMREAD_GRAYSCALE)
+    images = np.empty((len(names), *first.shape), np.uint8)
+    bits = np.zeros((len(names), *first.shape), np.uint8)
+    for i, name in enumerate(names):
+        image = cv2.imread(str(folder / name), cv2.IMREAD_GRAYSCALE)
+        if image is None or image.shape != first.shape:
+            raise ValueError(f"{folder / name}: unreadable or not {first.shape}")
+        images[i] = image
+        for k, class_id in enumerate(class_ids):
+            encoded = labels.get(name, {}).get(class_id)
+            if encoded:
+                bits[i] |= rle.decode(encoded, first.shape) << k
+    return StripSet(names, images, bits, class_ids)
+
+
+def split(strips: StripSet, val_fraction: float, seed: int) -> tuple[StripSet, StripSet]:
+    """Deterministic split, stratified by the set of classes each strip holds."""
+    rng = np.random.default_rng(seed)
+    keys = [tuple(row) for row in strips.presence()]
+    train, val = [], []
+    for key in sorted(set(keys)):
+        members = [i for i, k in enumerate(keys) if k == key]
+        rng.shuffle(members)
+        n_val = round(len(members) * val_fraction)
+        val += members[:n_val]
+        train += members[n_val:]
+    return strips.subset(sorted(train)), strips.subset(sorted(val))
+
+
+class CropDataset(Dataset):
+    """Random crops from long strips, with flips applied identically to image and masks.
+
+    A share of the crops (`defect_share`) is centred on a random defect pixel: thin
+    defects cover a tiny fraction of a strip, and uniform crops would rarely show them.
+    """
+
+    def __init__(self, strips: StripSet, crop: tuple[int, int], seed: int,
+                 samples_per_epoch: int, defect_share: float = 0.6) -> None:
+        self.strips, self.crop = strips, crop
+        self.seed, self.samples = seed, samples_per_epoch
+        self.defect_share = defect_share
+        self.epoch = 0
+        self.defective = [i for i in range(len(strips.names)) if strips.bits[i].any()]
+
+    def _window(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        ch, cw = self.crop
+        height, width = self.strips.images.shape[1:]
+        if self.defective and rng.random() < self.defect_share:
+            i = self.defective[int(rng.integers(len(self.defective)))]
+            ys, xs = np.nonzero(self.strips.bits[i])
+            j = int(rng.integers(len(ys)))
+            y = int(np.clip(ys[j] - rng.integers(ch), 0, height - ch))
+            x = int(np.clip(xs[j] - rng.integers(cw), 0, width - cw))
+            return i, y, x
+        i = int(rng.integers(len(self.strips.names)))
+        return i, int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1))
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        i, y, x = self._window(rng)
+        ch, cw = self.crop
+        image = self.strips.images[i, y:y + ch, x:x + cw]
+        masks = self.strips.masks(i)[:, y:y + ch, x:x + cw]
+        if rng.random() < 0.5:
+            image, masks = image[:, ::-1], masks[:, :, ::-1]
+        if rng.random() < 0.5:
+            image, masks = image[::-1], masks[:, ::-1]
+        return (torch.from_numpy(np.ascontiguousarray(image))[None],
+                torch.from_numpy(np.ascontiguousarray(masks)).float())

@@ -1,0 +1,44 @@
+"""Model registry: `create_model(architecture, **params)` is the one way to build a network.
+
+Every model maps (N, C, H, W) normalised float input to (N, K, H, W) logits. The registry
+is a plain dict; an unknown name fails with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from lineside.train.models.mini_unet import MiniUNet
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "mini_unet": MiniUNet,
+}
+
+
+def create_model(architecture: str, **params: Any) -> nn.Module:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; valid: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](**params)
+
+
+class DeployedModel(nn.Module):
+    """What a bundle runs: uint8 frames in, normalisation inside, probabilities out."""
+
+    def __init__(self, net: nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("scale", torch.tensor(1.0 / (255.0 * std)))
+        self.register_buffer("shift", torch.tensor(mean / std))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.to(torch.float32) * self.scale - self.shift
+        return torch.sigmoid(self.net(x))
+
+
+def normalise(frames: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """The training-side twin of DeployedModel's pre-processing (uint8 -> float)."""
+    return (frames.to(torch.float32) / 255.0 - mean) / std
