@@ -151,21 +151,26 @@ class Daemon:
             while not self.stop_event.is_set():
                 if not poller.poll(_POLL_MS):
                     continue
-                parts = sock.recv_multipart(copy=True)
-                self.counters.add("received")
-                received_ns = time.time_ns()
-                try:
-                    frame = protocol.parse_frame(parts, received_ns)
-                except protocol.FrameError as exc:
-                    self.counters.add("errors")
-                    _put(self._outbox, (protocol.TOPIC_EVENT, {
-                        "kind": "error", "camera_id": exc.camera_id, "frame_id": exc.frame_id,
-                        "reason": exc.reason, "received_ns": received_ns}))
-                    continue
-                _put(self._decoded, frame)
+                self._accept(sock.recv_multipart(copy=True))
+            # Frames already queued in the socket were sent to us: serve them too.
+            while poller.poll(0):
+                self._accept(sock.recv_multipart(copy=True))
         finally:
             sock.close()
             _put(self._decoded, _END)
+
+    def _accept(self, parts: list[bytes]) -> None:
+        self.counters.add("received")
+        received_ns = time.time_ns()
+        try:
+            frame = protocol.parse_frame(parts, received_ns)
+        except protocol.FrameError as exc:
+            self.counters.add("errors")
+            _put(self._outbox, (protocol.TOPIC_EVENT, {
+                "kind": "error", "camera_id": exc.camera_id, "frame_id": exc.frame_id,
+                "reason": exc.reason, "received_ns": received_ns}))
+            return
+        _put(self._decoded, frame)
 
     def _grid_for(self, shape: tuple[int, int]) -> TileGrid:
         grid = self._grids.get(shape)
@@ -201,7 +206,7 @@ class Daemon:
                 break
             start = time.perf_counter()
             grids = [self._grid_for(f.pixels.shape) for f in frames]
-            tiles = np.concatenate([cut(f.pixels, g) for f, g in zip(frames, grids)])
+            tiles = np.concatenate([cut(f.pixels, g) for f, g in zip(frames, grids, strict=True)])
             if channels != 1:
                 tiles = np.repeat(tiles, channels, axis=1)
             try:
@@ -215,7 +220,7 @@ class Daemon:
                 outputs, error = None, f"inference failed: {type(exc).__name__}: {exc}"
             infer_ms = (time.perf_counter() - start) * 1000
             offset = 0
-            for frame, grid in zip(frames, grids):
+            for frame, grid in zip(frames, grids, strict=True):
                 part = None if outputs is None else outputs[offset:offset + grid.count]
                 offset += grid.count
                 _put(self._inferred, InferredFrame(frame, grid, part, error,

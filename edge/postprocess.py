@@ -59,6 +59,7 @@ def summarise(probabilities: np.ndarray, masks: np.ndarray,
 
 def decide(summaries: list[ClassSummary], max_area: dict[int, int]) -> tuple[str, list[str]]:
     """Verdict and human-readable reasons from the per-class summaries."""
-    reasons = [f"class {s.class_id}: {s.area} px in {s.count} region(s) > {max_area.get(s.class_id, 0)}"
+    reasons = [f"class {s.class_id}: {s.area} px in {s.count} region(s) > "
+               f"{max_area.get(s.class_id, 0)}"
                for s in summaries if s.area > max_area.get(s.class_id, 0)]
     return (VERDICT_REJECT if reasons else VERDICT_OK), reasons

@@ -26,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop after the epoch that passes this much time")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--crop", type=_pair, default=(256, 256), help="training crop HxW")
     ap.add_argument("--tile", type=_pair, default=(256, 256),
                     help="tile HxW the runtime will feed the exported model")
-    ap.add_argument("--samples-per-epoch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--samples-per-epoch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--val-fraction", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N strips")

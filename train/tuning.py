@@ -19,15 +19,23 @@ def class_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def tune_class(probabilities: np.ndarray, truth: np.ndarray) -> tuple[float, int, float]:
-    """Best (threshold, min_area, dice) for one class: (N, H, W) probabilities and truth."""
+    """Best (threshold, min_area, mean Dice) for one class: (N, H, W) probabilities, truth.
+
+    Pixel work is done once per threshold; the minimum-area sweep only re-scores per-image
+    counts (a mask dropped for being small scores as an empty prediction).
+    """
+    truth = truth.reshape(len(truth), -1).astype(bool)
+    truth_area = truth.sum(1)
+    empty_score = (truth_area == 0).astype(float)  # Dice of an empty prediction
     best = (0.5, 0, -1.0)
-    truth = truth.astype(bool)
     for threshold in THRESHOLDS:
-        pred = probabilities > threshold
-        areas = pred.reshape(len(pred), -1).sum(1)
+        pred = probabilities.reshape(len(probabilities), -1) > threshold
+        pred_area = pred.sum(1)
+        inter = np.logical_and(pred, truth).sum(1)
+        total = pred_area + truth_area
+        score = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
         for min_area in MIN_AREAS:
-            kept = pred & (areas >= min_area)[:, None, None]
-            dice = float(class_dice(kept, truth).mean())
+            dice = float(np.where(pred_area >= min_area, score, empty_score).mean())
             if dice > best[2] + 1e-9:
                 best = (threshold, min_area, dice)
     return best

@@ -89,7 +89,7 @@ class CropDataset(Dataset):
     """
 
     def __init__(self, strips: StripSet, crop: tuple[int, int], seed: int,
-                 samples_per_epoch: int, defect_share: float = 0.6) -> None:
+                 samples_per_epoch: int, defect_share: float = 0.5) -> None:
         self.strips, self.crop = strips, crop
         self.seed, self.samples = seed, samples_per_epoch
         self.defect_share = defect_share

@@ -13,8 +13,10 @@ from torch import nn
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -29,8 +31,8 @@ class MiniUNet(nn.Module):
             cin = width
         self.pool = nn.MaxPool2d(2)
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.ups = nn.ModuleList(
-            _double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
+        self.ups = nn.ModuleList(_double_conv(widths[i + 1] + widths[i], widths[i])
+                                 for i in reversed(range(len(widths) - 1)))
         self.head = nn.Conv2d(widths[0], classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,47 @@
+"""Shared fixtures: sample data paths and one small trained bundle per test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+SAMPLES = DATA / "severstal_samples"
+
+
+def free_endpoint() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a lineside command as its own process, as a user would."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                          text=True, timeout=timeout, check=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """A small generated Severstal-layout data set (real generator, real files)."""
+    out = tmp_path_factory.mktemp("synth")
+    run_module("lineside.train.data.synth", "-o", str(out), "--count", "48", "--seed", "11")
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(synth_data, tmp_path_factory) -> Path:
+    """A MiniUNet trained briefly on `synth_data` and exported: the real train+export path."""
+    work = tmp_path_factory.mktemp("model")
+    checkpoint = work / "mini.pt"
+    run_module("lineside.train.cli", str(synth_data), "-o", str(checkpoint), "--epochs", "1",
+               "--samples-per-epoch", "16", "--batch-size", "4", "--val-fraction", "0.2")
+    bundle = work / "bundle"
+    run_module("lineside.export.cli", str(checkpoint), "-o", str(bundle))
+    return bundle
