@@ -1,13 +1,17 @@
 """The daemon's configuration: one schema shared by `edge-serve`'s flags and config files.
 
-A TOML file gives the base values, command-line flags override them; unknown keys and
-out-of-range values are errors that name the key, so a typo never silently falls back to
-a default on the line.
+A TOML file gives the base values (a `[serve]` table), command-line flags override them.
+Unknown keys and out-of-range values are errors that name the key, so a typo never
+silently falls back to a default on the line. Per-camera tables (`[serve.cameras.<id>]`)
+override the camera settings (`overload`, `queue_size`, `roi`, `deadline_ms`, `thresholds`,
+`min_area`, `rules`) for that camera; other cameras use the top-level values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,69 +22,171 @@ class ConfigError(ValueError):
     """A configuration value that is missing, unknown or out of range."""
 
 
+OVERLOAD_POLICIES = ("block", "drop-oldest", "drop-newest")
+INPUT_MODES = ("pull", "sub")
+MASK_FORMATS = ("rle", "png")
+VERDICTS = ("ERROR", "REJECT")
+
+
+@dataclass
+class ClassRule:
+    """When a class rejects a frame: area above `max_area` pixels (0: any defect) or more
+    than `max_count` regions. `report_only` classes are reported but never reject."""
+
+    max_area: int = 0
+    max_count: int | None = None
+    report_only: bool = False
+
+
+@dataclass
+class CameraSettings:
+    overload: str = "block"  # block (backpressure) | drop-oldest | drop-newest
+    queue_size: int = 8  # frames waiting for inference, per camera
+    roi: list[int] | None = None  # [x, y, width, height] cut before tiling
+    deadline_ms: float = 0.0  # results later than this get the fail-safe verdict (0: off)
+    thresholds: dict[int, float] = field(default_factory=dict)  # override the bundle's
+    min_area: dict[int, int] = field(default_factory=dict)  # override the bundle's
+    rules: dict[int, ClassRule] = field(default_factory=dict)
+
+    def rule(self, class_id: int) -> ClassRule:
+        return self.rules.get(class_id, ClassRule())
+
+
 @dataclass
 class ServeConfig:
     bundle: str = ""
-    # The daemon binds both sockets; cameras PUSH to `input`, gateways SUB to `output`.
-    input: str = "tcp://127.0.0.1:5555"
-    output: str = "tcp://127.0.0.1:5556"
+    # Frames: PULL binds these endpoints; SUB connects to the cameras' PUB endpoints.
+    input: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
+    input_mode: str = "pull"
+    output: str = "tcp://127.0.0.1:5556"  # PUB, bound
     backend: str = "auto"
     precision: str = "fp32"
     threads: int = 0  # inference threads; 0 lets the backend choose
     max_batch: int = 8  # tiles per inference call
     max_wait_ms: float = 2.0  # how long a partial batch waits for more frames
-    queue_size: int = 8  # frames between stages (backpressure beyond this)
-    publish_masks: bool = False  # `mask` topic (per-class RLE); off by default for bandwidth
+    publish_masks: bool = False  # `mask` topic; off by default for bandwidth
+    mask_format: str = "rle"  # rle (per class) | png (label map)
     heartbeat_s: float = 1.0
-    # Per-class overrides of the bundle's post-processing, keyed by class id.
-    thresholds: dict[int, float] = field(default_factory=dict)
-    min_area: dict[int, int] = field(default_factory=dict)
-    # Reject when a class's area exceeds this many pixels (0, the default: any defect).
-    max_area: dict[int, int] = field(default_factory=dict)
+    failsafe_verdict: str = "ERROR"  # verdict for frames that fail or miss their deadline
+    metrics: str = ""  # HOST:PORT for /metrics, /healthz, /readyz ("" = off)
+    control: str = ""  # REP endpoint for hot swap and status ("" = off)
+    max_message_bytes: int = 64 * 1024 * 1024  # larger input messages are refused by ZeroMQ
+    camera: CameraSettings = field(default_factory=CameraSettings)  # defaults, all cameras
+    cameras: dict[str, CameraSettings] = field(default_factory=dict)  # per-camera overrides
+
+    def for_camera(self, camera_id: str) -> CameraSettings:
+        return self.cameras.get(camera_id, self.camera)
 
     def validate(self) -> ServeConfig:
         if not self.bundle:
             raise ConfigError("bundle: a model bundle directory is required")
-        for name in ("input", "output"):
-            value = getattr(self, name)
+        for value in [*self.input, self.output] + ([self.control] if self.control else []):
             if not value.startswith(("tcp://", "ipc://", "inproc://")):
-                raise ConfigError(f"{name}: {value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT)")
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise ConfigError(f"precision: {self.precision!r} is not fp32, fp16 or int8")
+                raise ConfigError(f"{value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT)")
+        if not self.input:
+            raise ConfigError("input: at least one endpoint is required")
+        choices = {"input_mode": INPUT_MODES, "mask_format": MASK_FORMATS,
+                   "failsafe_verdict": VERDICTS, "precision": ("fp32", "fp16", "int8")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
         bounds = {"threads": (0, 256), "max_batch": (1, 1024), "max_wait_ms": (0, 10_000),
-                  "queue_size": (1, 100_000), "heartbeat_s": (0.05, 3600)}
+                  "heartbeat_s": (0.05, 3600), "max_message_bytes": (1024, 2**31)}
         for name, (low, high) in bounds.items():
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ConfigError(f"{name}: {value} is outside [{low}, {high}]")
-        for name in ("thresholds", "min_area", "max_area"):
-            table = getattr(self, name)
-            for key, value in table.items():
-                if value < 0 or (name == "thresholds" and value > 1):
-                    raise ConfigError(f"{name}.{key}: {value} is out of range")
+            _check_range(name, getattr(self, name), low, high)
+        if self.metrics:
+            host, _, port = self.metrics.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"metrics: {self.metrics!r} is not HOST:PORT")
+        for camera_id, settings in [("camera", self.camera), *self.cameras.items()]:
+            _validate_camera(camera_id, settings)
         return self
 
 
-_CLASS_TABLES = ("thresholds", "min_area", "max_area")
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside [{low}, {high}]")
 
 
-def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in fields(ServeConfig)}
-    unknown = sorted(set(values) - known)
+def _validate_camera(camera_id: str, settings: CameraSettings) -> None:
+    where = f"cameras.{camera_id}" if camera_id != "camera" else "camera"
+    if settings.overload not in OVERLOAD_POLICIES:
+        raise ConfigError(f"{where}.overload: {settings.overload!r} is not one of "
+                          f"{OVERLOAD_POLICIES}")
+    _check_range(f"{where}.queue_size", settings.queue_size, 1, 100_000)
+    _check_range(f"{where}.deadline_ms", settings.deadline_ms, 0, 3_600_000)
+    if settings.roi is not None and (len(settings.roi) != 4 or min(settings.roi) < 0
+                                     or min(settings.roi[2:]) < 1):
+        raise ConfigError(f"{where}.roi: expected [x, y, width, height], got {settings.roi}")
+    for class_id, value in settings.thresholds.items():
+        _check_range(f"{where}.thresholds.{class_id}", value, 0, 1)
+    for class_id, value in settings.min_area.items():
+        _check_range(f"{where}.min_area.{class_id}", value, 0, 2**31)
+    for class_id, rule in settings.rules.items():
+        _check_range(f"{where}.rules.{class_id}.max_area", rule.max_area, 0, 2**31)
+        if rule.max_count is not None:
+            _check_range(f"{where}.rules.{class_id}.max_count", rule.max_count, 0, 2**31)
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """Build dataclass `cls` from plain TOML/flag values, with errors that name the key."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
-    out = dict(values)
-    for name in _CLASS_TABLES:
-        if name in out:
+        raise ConfigError(f"{where or 'config'}: unknown setting(s) {unknown}; "
+                          f"known: {sorted(known)}")
+    return cls(**{name: _convert(hints[name], value, f"{where}.{name}".lstrip("."))
+                  for name, value in values.items()})
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        key_type, value_type = args
+        out = {}
+        for key, item in value.items():
             try:
-                out[name] = {int(k): v for k, v in out[name].items()}
-            except (ValueError, AttributeError):
-                raise ConfigError(f"{name}: keys must be class ids, e.g. {name}.1 = ...") from None
-    return out
+                converted_key = key_type(key)
+            except ValueError:
+                raise ConfigError(f"{where}: key {key!r} must be a {key_type.__name__} "
+                                  "(class ids are integers)") from None
+            out[converted_key] = _convert(value_type, item, f"{where}.{key}")
+        return out
+    if origin is list:
+        if isinstance(value, str) and args[0] is str:
+            return [value]  # one endpoint may be given without a list
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(args[0], item, where) for item in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint)
+                                           or (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+CAMERA_KEYS = {f.name for f in fields(CameraSettings)}
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
-    """Config from an optional TOML file, then flag overrides (None means not given)."""
+    """Config from an optional TOML file, then flag overrides (None means not given).
+
+    Camera settings may sit at the top of `[serve]` (they become the defaults for every
+    camera) or in `[serve.cameras.<id>]` (one camera, on top of the defaults).
+    """
     values: dict[str, Any] = {}
     if path:
         try:
@@ -90,11 +196,26 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConf
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
-        values = values.get("serve", values)
-    values = _coerce(values)
-    for key, value in _coerce({k: v for k, v in overrides.items() if v is not None}).items():
-        if key in _CLASS_TABLES:
-            values.setdefault(key, {}).update(value)
+        values = dict(values.get("serve", values))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in CAMERA_KEYS and isinstance(value, dict):
+            values.setdefault(key, {}).update(value)  # per-class tables merge
         else:
             values[key] = value
-    return ServeConfig(**values).validate()
+    camera_values = {k: values.pop(k) for k in list(values) if k in CAMERA_KEYS}
+    per_camera = values.pop("cameras", {})
+    config = _build(ServeConfig, values, "")
+    config.camera = _build(CameraSettings, camera_values, "camera")
+    if not isinstance(per_camera, dict):
+        raise ConfigError("cameras: expected a table of camera ids")
+    for camera_id, table in per_camera.items():
+        override = _build(CameraSettings, table, f"cameras.{camera_id}")
+        merged = replace(config.camera, **{k: getattr(override, k) for k in table})
+        for name in ("thresholds", "min_area", "rules"):  # per-class tables merge
+            if name in table:
+                setattr(merged, name, {**getattr(config.camera, name), **getattr(override, name)})
+        config.cameras[camera_id] = merged
+    return config.validate()
+

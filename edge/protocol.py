@@ -195,16 +195,37 @@ def parse_frame(parts: list[bytes], received_ns: int = 0) -> Frame:
     return Frame(header=header, pixels=decode_payload(header, parts[1]), received_ns=received_ns)
 
 
+# A message body key whose bytes travel as a third, binary message part (PNG masks).
+ATTACHMENT = "attachment"
+
+
 def encode_message(topic: str, body: dict[str, Any]) -> list[bytes]:
-    """Build a PUB message: topic frame, then compact JSON body."""
+    """Build a PUB message: topic, compact JSON body, and the binary attachment if any."""
     if topic not in TOPICS:
         raise ValueError(f"unknown topic {topic!r}; expected one of {TOPICS}")
     body = {"schema": SCHEMA_VERSION, **body}
-    return [topic.encode(), json.dumps(body, separators=(",", ":")).encode()]
+    attachment = body.pop(ATTACHMENT, None)
+    parts = [topic.encode(), json.dumps(body, separators=(",", ":")).encode()]
+    if attachment is not None:
+        parts.append(bytes(attachment))
+    return parts
 
 
 def decode_message(parts: list[bytes]) -> tuple[str, dict[str, Any]]:
-    """Parse a PUB message into (topic, body)."""
-    if len(parts) != 2:
-        raise ValueError(f"result messages have 2 parts, got {len(parts)}")
-    return parts[0].decode(), json.loads(parts[1].decode())
+    """Parse a PUB message into (topic, body); a third part lands in body["attachment"]."""
+    if len(parts) not in (2, 3):
+        raise ValueError(f"result messages have 2 or 3 parts, got {len(parts)}")
+    body = json.loads(parts[1].decode())
+    if len(parts) == 3:
+        body[ATTACHMENT] = parts[2]
+    return parts[0].decode(), body
+
+
+def json_loads_limited(raw: bytes, limit: int = MAX_HEADER_BYTES) -> Any:
+    """json.loads for untrusted control input: size-limited, errors as ValueError."""
+    if len(raw) > limit:
+        raise ValueError(f"message is {len(raw)} bytes, limit {limit}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(str(exc)) from None

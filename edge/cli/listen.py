@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser("edge-listen", "Print reject signals and events from edge-serve.", EXAMPLES)
     ap.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="daemon output endpoint")
     ap.add_argument("--expect", type=int, default=0,
-                    help="exit once this many frames got a result or an error event")
+                    help="exit once this many frames got a result, error or drop event")
     ap.add_argument("--timeout", type=float, default=0.0,
                     help="exit when nothing arrives for this many seconds (0: never)")
     ap.add_argument("--record", help="append every message as a JSON line to this file")
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ready_file:
         open(args.ready_file, "w").close()
     record = open(args.record, "a") if args.record else None  # noqa: SIM115 - closed below
-    accounted = results = errors = 0
+    accounted = results = errors = drops = 0
     idle = args.timeout or 3600.0
     last = time.monotonic()
     try:
@@ -54,25 +54,29 @@ def main(argv: list[str] | None = None) -> int:
             last = time.monotonic()
             topic, body = message
             if record:
+                attachment = body.pop("attachment", None)
+                if attachment is not None:
+                    body["attachment_bytes"] = len(attachment)
                 record.write(json.dumps({"topic": topic, **body}) + "\n")
             if topic == "reject":
                 results += 1
                 accounted += 1
                 if not args.quiet:
                     print(format_reject(body), flush=True)
-            elif topic == "event" and body.get("kind") == "error":
-                errors += 1
+            elif topic == "event" and body.get("kind") in ("error", "drop"):
+                errors += body["kind"] == "error"
+                drops += body["kind"] == "drop"
                 accounted += 1
                 if not args.quiet:
-                    print(f"{body.get('camera_id')} frame {body.get('frame_id')} ERROR "
-                          f"{body.get('reason')}", flush=True)
+                    print(f"{body.get('camera_id')} frame {body.get('frame_id')} "
+                          f"{body['kind'].upper()} {body.get('reason')}", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         if record:
             record.close()
         subscriber.close()
-    print(f"results {results} errors {errors}", flush=True)
+    print(f"results {results} errors {errors} drops {drops}", flush=True)
     return 0 if not args.expect or accounted >= args.expect else 1
 
 
