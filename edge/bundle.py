@@ -45,6 +45,7 @@ class ModelFile:
     sha256: str
     precision: str  # fp32 | fp16 | int8
     target: str = "any"  # any | cpu | tensorrt
+    calibration_sha256: str = ""  # INT8: the calibration set its scales came from
 
 
 @dataclass

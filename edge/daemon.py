@@ -89,8 +89,7 @@ class LoadedModel:
 def load_model(path: str, config: ServeConfig) -> LoadedModel:
     """Verify, load and warm a bundle; raises before anything is switched over."""
     bundle = load_bundle(path)
-    backend = create_backend(config.backend, bundle.model_path(config.precision),
-                             config.threads)
+    backend = create_backend(config.backend, bundle, config.precision, config.threads)
     manifest = bundle.manifest
     # One batch before serving, so the first frame is not slow (and a broken model fails
     # here, not on the line).

@@ -264,3 +264,37 @@ def test_metrics_endpoint_counters_match_what_was_sent(trained_bundle):
         assert total("lineside_stage_seconds_count", stage="infer") >= 1
         assert total("lineside_batch_tiles_count") >= 1
         assert any(n == "lineside_model_info" for n, _ in samples)
+
+
+def test_each_camera_has_its_own_rules_roi_and_deadline(trained_bundle, tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text("""
+[serve]
+publish_masks = true
+[serve.cameras.strict.thresholds]
+1 = 0.0
+[serve.cameras.lenient]
+roi = [100, 0, 512, 256]
+[serve.cameras.lenient.thresholds]
+1 = 1.0
+2 = 1.0
+3 = 1.0
+4 = 1.0
+[serve.cameras.late]
+deadline_ms = 0.001
+""")
+    with serve(trained_bundle, "--config", str(config)) as d:
+        for camera in ("strict", "lenient", "late"):
+            d.sender.send(header(camera, 1), strip(1))
+        book = collect(d.subscriber, 3)
+        verdicts = {r["camera_id"]: r for r in book.results}
+        assert verdicts["strict"]["verdict"] == "REJECT"
+        assert verdicts["strict"]["classes"]["1"]["area"] == 256 * 1600
+        assert verdicts["lenient"]["verdict"] == "OK"
+        assert verdicts["late"]["verdict"] == "ERROR"
+        assert verdicts["late"]["reasons"][0].startswith("deadline missed")
+        masks = {b["camera_id"]: b for t, b in book.others if t == "mask"}
+        masks.update({b["camera_id"]: b for t, b in collect(d.subscriber, 10**6,
+                                                            timeout_s=1).others if t == "mask"})
+        assert (masks["lenient"]["height"], masks["lenient"]["width"]) == (256, 512)
+        assert (masks["strict"]["height"], masks["strict"]["width"]) == (256, 1600)

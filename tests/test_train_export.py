@@ -38,7 +38,7 @@ def test_bundle_manifest_records_parity_hashes_and_versions(trained_bundle):
 
 def test_bundle_runs_on_onnxruntime_with_uint8_input_and_any_batch(trained_bundle):
     bundle = load_bundle(trained_bundle)
-    backend = create_backend("ort-cpu", bundle.model_path())
+    backend = create_backend("ort-cpu", bundle)
     for batch in (1, 5):
         tiles = np.random.default_rng(batch).integers(0, 256, (batch, 1, 256, 256), np.uint8)
         out = backend.infer(tiles)

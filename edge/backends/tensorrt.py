@@ -1,0 +1,155 @@
+"""Native TensorRT backend with pycuda: pinned host buffers, one CUDA stream, async copies.
+
+The engine comes from the bundle when its sidecar matches this machine, else from the
+engine cache, else it is built once from the bundle's ONNX into the cache (and a clear log
+line says why). pycuda uses the device's primary context, the one TensorRT uses; it is
+pushed around each call because the daemon creates the backend on one thread and runs it
+on another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lineside.edge.backends.base import Backend, BackendUnavailable
+from lineside.edge.backends.tensorrt_engine import (
+    EngineMismatch,
+    EngineSidecar,
+    ShapeProfile,
+    build_engine,
+    expected_sidecar,
+    tensorrt_available,
+)
+from lineside.edge.bundle import Bundle
+
+log = logging.getLogger("lineside.edge.tensorrt")
+
+DEFAULT_CACHE = Path(os.environ.get("LINESIDE_ENGINE_CACHE",
+                                    Path.home() / ".cache" / "lineside" / "engines"))
+
+
+def resolve_engine(bundle: Bundle, precision: str, cache_dir: Path = DEFAULT_CACHE,
+                   max_batch: int = 16) -> Path:
+    """An engine file that matches this GPU, TensorRT and bundle, building one if needed."""
+    manifest = bundle.manifest
+    onnx_key = precision if precision in manifest.models else "fp32"
+    source = manifest.models[onnx_key]
+    calibration = source.calibration_sha256
+    profile = ShapeProfile(1, min(8, max_batch), max_batch, manifest.in_channels,
+                           manifest.tile_height, manifest.tile_width)
+    want = expected_sidecar(source.sha256, precision, profile, calibration)
+    candidates = []
+    shipped = manifest.models.get(f"trt-{precision}")
+    if shipped is not None:
+        candidates.append(bundle.root / shipped.path)
+    key = f"{source.sha256[:16]}-{precision}-sm{want.compute_capability}-trt{want.tensorrt_version}"
+    cached = cache_dir / f"{key}.engine"
+    candidates.append(cached)
+    for engine in candidates:
+        if not engine.exists():
+            continue
+        try:
+            problems = EngineSidecar.read(engine).mismatches(want)
+        except EngineMismatch as exc:
+            problems = [str(exc)]
+        if not problems:
+            return engine
+        log.warning("not using engine %s: %s", engine, "; ".join(problems))
+    log.warning("no matching %s engine for %s on %s (TensorRT %s): building one into %s; "
+                "run edge-build-engine on this device beforehand to avoid this at start-up",
+                precision, bundle.root, want.gpu_name, want.tensorrt_version, cached)
+    # TensorRT 10 and 11 both build strongly typed from a precision-specific ONNX; only an
+    # FP32 ONNX asked to run in FP16 needs the (TensorRT 10) builder flag.
+    onnx = bundle.root / source.path
+    build_engine(onnx, cached, precision, profile, source.sha256,
+                 calibration_sha256=calibration,
+                 timing_cache=cache_dir / "timing.cache",
+                 strongly_typed=onnx_key == precision)
+    return cached
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, precision: str = "fp16",
+                 cache_dir: Path = DEFAULT_CACHE) -> None:
+        ok, reason = tensorrt_available()
+        if not ok:
+            raise BackendUnavailable(f"backend tensorrt: {reason}")
+        import pycuda.driver as cuda
+        import tensorrt as trt
+
+        self._cuda = cuda
+        self._context = cuda.Device(0).retain_primary_context()
+        self._context.push()
+        try:
+            self.engine_path = resolve_engine(bundle, precision, cache_dir)
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if self.engine is None:
+                raise BackendUnavailable(f"TensorRT could not load {self.engine_path}")
+            self.execution = self.engine.create_execution_context()
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            inputs = [n for n in names
+                      if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+            self.input_name = inputs[0]
+            self.output_name = next(n for n in names if n not in inputs)
+            profile_max = self.engine.get_tensor_profile_shape(self.input_name, 0)[2]
+            self.max_batch = int(profile_max[0])
+            manifest = bundle.manifest
+            tile = (manifest.in_channels, manifest.tile_height, manifest.tile_width)
+            out_dtype = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
+            in_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
+            classes = len(manifest.classes)
+            # Pinned host buffers and device buffers sized for the largest batch, once.
+            self.host_in = cuda.pagelocked_empty((self.max_batch, *tile), in_dtype)
+            self.host_out = cuda.pagelocked_empty(
+                (self.max_batch, classes, *tile[1:]), out_dtype)
+            self.device_in = cuda.mem_alloc(self.host_in.nbytes)
+            self.device_out = cuda.mem_alloc(self.host_out.nbytes)
+            self.stream = cuda.Stream()
+            self.execution.set_tensor_address(self.input_name, int(self.device_in))
+            self.execution.set_tensor_address(self.output_name, int(self.device_out))
+            self._version = trt.__version__
+            self._precision = precision
+        finally:
+            self._context.pop()
+
+    def infer(self, tiles: np.ndarray) -> np.ndarray:
+        cuda = self._cuda
+        outputs = []
+        self._context.push()
+        try:
+            for start in range(0, len(tiles), self.max_batch):
+                chunk = tiles[start:start + self.max_batch]
+                n = len(chunk)
+                np.copyto(self.host_in[:n], chunk, casting="unsafe")
+                self.execution.set_input_shape(self.input_name, chunk.shape)
+                # Slices along the batch axis of a pinned array are pinned and contiguous:
+                # only the n tiles in use cross the bus.
+                cuda.memcpy_htod_async(self.device_in, self.host_in[:n], self.stream)
+                if not self.execution.execute_async_v3(self.stream.handle):
+                    raise RuntimeError("TensorRT execute_async_v3 failed")
+                cuda.memcpy_dtoh_async(self.host_out[:n], self.device_out, self.stream)
+                self.stream.synchronize()
+                outputs.append(self.host_out[:n].astype(np.float32, copy=True))
+        finally:
+            self._context.pop()
+        return np.concatenate(outputs)
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "tensorrt": self._version, "precision": self._precision,
+                "engine": str(self.engine_path)}
+
+    def close(self) -> None:
+        self._context.push()
+        try:
+            self.device_in.free()
+            self.device_out.free()
+            del self.execution, self.engine
+        finally:
+            self._context.pop()
