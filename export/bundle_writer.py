@@ -1,4 +1,9 @@
-"""Checkpoint -> model bundle directory (ONNX + manifest.json, docs/bundle.md)."""
+"""Checkpoint -> model bundle directory (ONNX variants + manifest.json, docs/bundle.md).
+
+The bundle is written to a staging directory and renamed into place only when every
+requested variant passed its checks, so a failed export never leaves a half bundle where
+the runtime would find it.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,158 @@ import datetime as dt
 import logging
 import platform
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 import torch
 
 import lineside
+from lineside.calibration.calibration_set import CalibrationSet
+from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
+from lineside.edge.backends.tensorrt_engine import ShapeProfile, build_engine, tensorrt_available
 from lineside.edge.bundle import ClassSpec, Manifest, ModelFile, sha256_file, write_manifest
+from lineside.edge.evaluation import LabelledFrames, score
+from lineside.export.fp16 import convert_fp16
+from lineside.export.int8 import FLOAT_ENDS_SCHEDULE, quantize
 from lineside.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, parity
 from lineside.train.checkpoint import load_checkpoint
 from lineside.train.models import DeployedModel
 
 log = logging.getLogger("lineside.export")
 
-# Worst |torch - ONNX Runtime| probability difference an FP32 export may show.
-PARITY_TOLERANCE = 1e-3
+PARITY_TOLERANCE = 1e-3  # worst |torch - ONNX Runtime| probability for FP32
+FP16_TOLERANCE = 2e-2  # worst |FP32 - FP16| probability
+MAX_DICE_DROP = 0.005  # INT8 may lose at most this much held-out Dice against FP32
+
+INT8_FLAVOURS = {"int8": "cpu", "int8-trt": "tensorrt"}
 
 
 class ExportError(RuntimeError):
-    """The export ran but its result failed a check; the bundle is not usable."""
+    """The export ran but its result failed a check; the bundle was not written."""
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path, name: str = "") -> Manifest:
+@dataclass
+class ExportOptions:
+    name: str = ""
+    fp16: bool = False
+    int8: bool = False
+    calibration: str = ""  # calibration set directory (edge-calibrate)
+    eval_data: str = ""  # labelled held-out folder for the INT8 accuracy gate
+    eval_limit: int = 24
+    accuracy_gate: bool = True
+    batch: str = "1:8:16"  # TensorRT optimisation profile MIN:OPT:MAX
+    engine: bool = False  # build TensorRT engines here (needs TensorRT and a GPU)
+    workspace_gb: float = 2.0
+
+
+@dataclass
+class ExportReport:
+    manifest: Manifest
+    engines_not_built: list[str] = field(default_factory=list)
+
+
+def _cpu_backend(path: Path) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(path, name="ort-cpu")
+
+
+def _fp16_parity(fp32: Path, fp16: Path, tile: tuple[int, int], channels: int) -> dict:
+    frames = np.random.default_rng(1).integers(0, 256, (3, channels, *tile), dtype=np.uint8)
+    try:
+        half = _cpu_backend(fp16).infer(frames)
+    except Exception as exc:  # some CPU builds lack FP16 kernels; the GPU check covers it
+        return {"checked": False, "reason": f"ONNX Runtime CPU cannot run it here: {exc}"}
+    diff = float(np.abs(half - _cpu_backend(fp32).infer(frames)).max())
+    if diff > FP16_TOLERANCE:
+        raise ExportError(f"FP16 ONNX differs from FP32 by {diff:.3g} (> {FP16_TOLERANCE})")
+    return {"checked": True, "max_abs_diff": diff, "tolerance": FP16_TOLERANCE,
+            "runtime": "onnxruntime CPU"}
+
+
+def _held_out(options: ExportOptions, calibration: CalibrationSet,
+              class_ids: list[int]) -> LabelledFrames | None:
+    """Labelled frames for the accuracy gate, never ones the scales were fitted on."""
+    used = {s["image"] for s in calibration.manifest.sources}
+    root = Path(options.eval_data or calibration.manifest.source_root)
+    if not (root / "train.csv").is_file():
+        return None
+    frames = LabelledFrames.from_folder(root, class_ids, options.eval_limit, exclude=used)
+    return frames if frames.names else None
+
+
+def _quantise_with_gate(staging: Path, fp32: Path, manifest: Manifest,
+                        calibration: CalibrationSet, held_out: LabelledFrames | None,
+                        options: ExportOptions) -> dict[str, Any]:
+    tile = (manifest.tile_height, manifest.tile_width)
+    report: dict[str, Any] = {}
+    baseline = None
+    if held_out is not None:
+        baseline = score(_cpu_backend(fp32), held_out, manifest.classes, tile,
+                         manifest.in_channels)
+        manifest.metrics.setdefault("heldout", {})["fp32"] = baseline
+    elif options.accuracy_gate:
+        raise ExportError("the INT8 accuracy gate needs labelled held-out frames: pass "
+                          "--eval DATA (a Severstal-layout folder), or --no-accuracy-gate")
+    for key, flavour in INT8_FLAVOURS.items():
+        path = staging / f"model_{key.replace('-', '_')}.onnx"
+        attempts = []
+        for float_ends in FLOAT_ENDS_SCHEDULE:
+            excluded = quantize(fp32, path, flavour, calibration, INPUT_NAME, float_ends)
+            attempt: dict[str, Any] = {"float_layers": excluded}
+            if baseline is not None:
+                result = score(_cpu_backend(path), held_out, manifest.classes, tile,
+                               manifest.in_channels)
+                attempt.update(dice=result["dice"], drop=baseline["dice"] - result["dice"])
+                log.info("%s (%s) with %d float layer(s): Dice %.4f vs FP32 %.4f", key, flavour,
+                         len(excluded), result["dice"], baseline["dice"])
+            attempts.append(attempt)
+            if baseline is None or attempt["drop"] <= MAX_DICE_DROP:
+                if baseline is not None:
+                    manifest.metrics["heldout"][key] = result
+                break
+        else:
+            lines = "; ".join(f"{len(a['float_layers'])} float layers: Dice {a['dice']:.4f} "
+                              f"(drop {a['drop']:.4f})" for a in attempts)
+            raise ExportError(f"{key} ({flavour}) misses the accuracy gate (Dice may drop at "
+                              f"most {MAX_DICE_DROP} from FP32 {baseline['dice']:.4f}): {lines}")
+        manifest.models[key] = ModelFile(path.name, sha256_file(path), "int8",
+                                         target=flavour,
+                                         calibration_sha256=calibration.manifest.sha256)
+        report[key] = {"flavour": flavour, "attempts": attempts,
+                       "gate": "passed" if baseline is not None else "not run (disabled)"}
+    return report
+
+
+def _engines(staging: Path, manifest: Manifest, options: ExportOptions,
+             bundle_dir: Path) -> list[str]:
+    """Build TensorRT engines where possible; otherwise say which and how to build them."""
+    wanted = [p for p, on in (("fp16", options.fp16), ("int8", options.int8)) if on]
+    if not wanted:
+        return []
+    ok, reason = tensorrt_available()
+    if not ok or not options.engine:
+        why = reason if not ok else "--engine was not given"
+        return [f"trt-{p}: not built ({why}); on the target device run: edge-build-engine "
+                f"{bundle_dir} --precision {p} --batch {options.batch}" for p in wanted]
+    profile = ShapeProfile.parse(options.batch, manifest.in_channels, manifest.tile_height,
+                                 manifest.tile_width)
+    for precision in wanted:
+        source = manifest.models["fp16" if precision == "fp16" else "int8-trt"]
+        engine = staging / f"model_{precision}.engine"
+        build_engine(staging / source.path, engine, precision, profile, source.sha256,
+                     options.workspace_gb, calibration_sha256=source.calibration_sha256,
+                     timing_cache=staging / "timing.cache", strongly_typed=True)
+        manifest.models[f"trt-{precision}"] = ModelFile(
+            engine.name, sha256_file(engine), precision, target="tensorrt",
+            calibration_sha256=source.calibration_sha256)
+    return []
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path,
+                  options: ExportOptions | None = None) -> ExportReport:
+    options = options or ExportOptions()
     checkpoint, out = Path(checkpoint), Path(out)
     net, meta = load_checkpoint(checkpoint)
     deployed = DeployedModel(net, meta["mean"], meta["std"]).eval()
@@ -37,11 +172,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, name: str = "") -> Ma
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
 
-    onnx_path = staging / "model_fp32.onnx"
+    fp32 = staging / "model_fp32.onnx"
     log.info("exporting %s (%s) to ONNX", checkpoint, meta["architecture"])
-    export_onnx(deployed, onnx_path, in_channels, tile)
-    shapes = [(3, *tile), (1, tile[0], tile[1] + 64)]
-    check = parity(deployed, onnx_path, in_channels, shapes)
+    export_onnx(deployed, fp32, in_channels, tile)
+    # Checked at a batch size and tile shape unlike the export example (batch 2).
+    check = parity(deployed, fp32, in_channels, [(3, *tile), (1, tile[0], tile[1] + 64)])
     log.info("parity torch vs ONNX Runtime: max |diff| %.2e", check["max_abs_diff"])
     if check["max_abs_diff"] > PARITY_TOLERANCE:
         raise ExportError(f"ONNX output differs from torch by {check['max_abs_diff']:.2e} "
@@ -50,24 +185,45 @@ def export_bundle(checkpoint: str | Path, out: str | Path, name: str = "") -> Ma
     import onnxruntime
 
     manifest = Manifest(
-        name=name or checkpoint.stem,
+        name=options.name or checkpoint.stem,
         architecture=meta["architecture"],
         classes=[ClassSpec(**c) for c in meta["classes"]],
         tile_height=tile[0], tile_width=tile[1], in_channels=in_channels,
         mean=meta["mean"], std=meta["std"], input_name=INPUT_NAME, output_name=OUTPUT_NAME,
         frame_height=meta["frame"][0], frame_width=meta["frame"][1],
-        models={"fp32": ModelFile(onnx_path.name, sha256_file(onnx_path), "fp32")},
+        models={"fp32": ModelFile(fp32.name, sha256_file(fp32), "fp32")},
         parity={"fp32": {**check, "tolerance": PARITY_TOLERANCE}},
         metrics={"checkpoint": meta.get("metrics", {})},
         versions={"lineside": lineside.__version__, "torch": str(torch.__version__),
                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                  "opset": str(onnx.load(str(onnx_path)).opset_import[0].version),
+                  "opset": str(onnx.load(str(fp32)).opset_import[0].version),
                   "python": platform.python_version()},
         source_checkpoint_sha256=sha256_file(checkpoint),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    if options.fp16:
+        fp16 = staging / "model_fp16.onnx"
+        convert_fp16(fp32, fp16)
+        manifest.models["fp16"] = ModelFile(fp16.name, sha256_file(fp16), "fp16")
+        manifest.parity["fp16"] = _fp16_parity(fp32, fp16, tile, in_channels)
+    if options.int8:
+        if not options.calibration:
+            raise ExportError("--int8 needs a calibration set: --calib SET (edge-calibrate)")
+        calibration = CalibrationSet.load(options.calibration)
+        cal = calibration.manifest
+        if (cal.tile_height, cal.tile_width, cal.channels) != (*tile, in_channels):
+            raise ExportError(f"calibration set tiles are {cal.channels}x{cal.tile_height}x"
+                              f"{cal.tile_width}, the model takes {in_channels}x{tile[0]}x"
+                              f"{tile[1]}: rebuild it with edge-calibrate --tile")
+        held_out = _held_out(options, calibration, manifest.class_ids)
+        manifest.metrics["quantization"] = _quantise_with_gate(
+            staging, fp32, manifest, calibration, held_out, options)
+        manifest.metrics["calibration"] = {
+            "sha256": cal.sha256, "tiles": cal.count, "frames": len(cal.sources),
+            "path": str(calibration.root), "strategy": cal.strategy}
+    not_built = _engines(staging, manifest, options, out)
+    manifest.metrics["engines_not_built"] = not_built
     write_manifest(staging, manifest)
-    # Replace the old bundle only once the new one is complete.
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    return manifest
+    return ExportReport(manifest, not_built)

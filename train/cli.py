@@ -9,6 +9,7 @@ from lineside.edge.cli.common import parser, setup_logging
 EXAMPLES = """\
   edge-train data/synth -o runs/mini.pt                          # MiniUNet, 20 epochs
   edge-train data/synth -o runs/mini.pt --epochs 50 --max-minutes 10 --crop 256x512
+  edge-train data/synth -o runs/unet_r18.pt --architecture unet --encoder resnet18
 """
 
 
@@ -22,7 +23,12 @@ def main(argv: list[str] | None = None) -> int:
                 EXAMPLES)
     ap.add_argument("data", help="folder with train.csv and train_images/")
     ap.add_argument("-o", "--out", required=True, help="checkpoint path (.pt)")
-    ap.add_argument("--architecture", default="mini_unet")
+    ap.add_argument("--architecture", default="mini_unet",
+                    help="mini_unet | unet | unetplusplus | deeplabv3plus | fpn | segformer")
+    ap.add_argument("--encoder", default=None,
+                    help="smp encoder for the smp architectures (resnet18, resnet34, ...)")
+    ap.add_argument("--encoder-weights", default=None,
+                    help="local file with pretrained encoder weights (nothing is downloaded)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop after the epoch that passes this much time")
@@ -40,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from lineside.train.trainer import TrainConfig, fit
 
+    model_params = {}
+    if args.encoder:
+        model_params["encoder_name"] = args.encoder
+    if args.encoder_weights:
+        model_params["encoder_weights"] = args.encoder_weights
     meta = fit(TrainConfig(data=args.data, out=args.out, architecture=args.architecture,
+                           model_params=model_params,
                            epochs=args.epochs, max_minutes=args.max_minutes,
                            batch_size=args.batch_size, crop=args.crop, tile=args.tile,
                            samples_per_epoch=args.samples_per_epoch, lr=args.lr,

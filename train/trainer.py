@@ -162,7 +162,10 @@ def fit(config: TrainConfig) -> dict[str, Any]:
     log.info("best epoch %d: val Dice %.4f with tuned post-processing (%.4f at 0.5)",
              best["epoch"], best["dice"], best["untuned"])
     meta = {
-        "architecture": config.architecture, "model_params": params, "classes": best["classes"],
+        # Pretrained weights are in the state dict now; a reload must not need the file.
+        "architecture": config.architecture,
+        "model_params": {k: v for k, v in params.items() if k != "encoder_weights"},
+        "classes": best["classes"],
         "in_channels": 1, "tile": list(config.tile), "frame": list(strips.images.shape[1:]),
         "mean": mean, "std": std,
         "metrics": {"val_dice_untuned": best["untuned"], "val_dice": best["dice"],

@@ -18,7 +18,9 @@ def _onnxruntime(name: str) -> Factory:
     def factory(bundle: Bundle, precision: str, threads: int) -> Backend:
         from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(bundle.model_path(precision), name=name, threads=threads)
+        # TensorRT accepts only the symmetric QDQ form; the CPU runs the U8S8 one.
+        key = "int8-trt" if precision == "int8" and name != "ort-cpu" else precision
+        return OnnxRuntimeBackend(bundle.model_path(key), name=name, threads=threads)
 
     return factory
 

@@ -36,7 +36,11 @@ def resolve_engine(bundle: Bundle, precision: str, cache_dir: Path = DEFAULT_CAC
                    max_batch: int = 16) -> Path:
     """An engine file that matches this GPU, TensorRT and bundle, building one if needed."""
     manifest = bundle.manifest
-    onnx_key = precision if precision in manifest.models else "fp32"
+    # Strongly typed builds read the precision from the graph: FP16 ONNX, or the symmetric
+    # QDQ ONNX for INT8. Without those, TensorRT 10 builds from FP32 with builder flags.
+    onnx_key = {"fp16": "fp16", "int8": "int8-trt"}.get(precision, "fp32")
+    if onnx_key not in manifest.models:
+        onnx_key = "fp32"
     source = manifest.models[onnx_key]
     calibration = source.calibration_sha256
     profile = ShapeProfile(1, min(8, max_batch), max_batch, manifest.in_channels,
@@ -68,7 +72,7 @@ def resolve_engine(bundle: Bundle, precision: str, cache_dir: Path = DEFAULT_CAC
     build_engine(onnx, cached, precision, profile, source.sha256,
                  calibration_sha256=calibration,
                  timing_cache=cache_dir / "timing.cache",
-                 strongly_typed=onnx_key == precision)
+                 strongly_typed=onnx_key != "fp32" or precision == "fp32")
     return cached
 
 

@@ -14,8 +14,36 @@ from torch import nn
 
 from lineside.train.models.mini_unet import MiniUNet
 
+# segmentation-models-pytorch architectures, by our name -> smp's name.
+SMP_ARCHITECTURES = {
+    "unet": "Unet",
+    "unetplusplus": "UnetPlusPlus",
+    "deeplabv3plus": "DeepLabV3Plus",
+    "fpn": "FPN",
+    "segformer": "Segformer",
+}
+
+
+def _smp_factory(smp_name: str) -> Callable[..., nn.Module]:
+    def build(in_channels: int = 1, classes: int = 4, encoder_name: str = "resnet18",
+              encoder_weights: str | None = None, **extra: Any) -> nn.Module:
+        import segmentation_models_pytorch as smp
+
+        # Only None or a local file: nothing is ever downloaded at run time.
+        weights_path = encoder_weights
+        model = smp.create_model(smp_name, encoder_name=encoder_name, encoder_weights=None,
+                                 in_channels=in_channels, classes=classes, **extra)
+        if weights_path:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            model.encoder.load_state_dict(state)
+        return model
+
+    return build
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mini_unet": MiniUNet,
+    **{name: _smp_factory(smp_name) for name, smp_name in SMP_ARCHITECTURES.items()},
 }
 
 

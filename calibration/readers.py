@@ -1,0 +1,81 @@
+"""Calibration readers: the same set feeds ONNX Runtime's quantiser and TensorRT 10's
+implicit INT8 calibration. Runtimes are imported inside, so this module imports anywhere."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lineside.calibration.calibration_set import CalibrationSet
+
+log = logging.getLogger("lineside.calibration")
+
+
+def onnxruntime_reader(calibration: CalibrationSet, input_name: str, batch: int = 16) -> Any:
+    """An onnxruntime.quantization.CalibrationDataReader over the set's tiles."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class SetReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = calibration.batches(batch)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            tiles = next(self._batches, None)
+            return None if tiles is None else {input_name: np.ascontiguousarray(tiles)}
+
+        def rewind(self) -> None:
+            self._batches = calibration.batches(batch)
+
+    return SetReader()
+
+
+def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path,
+                                batch: int = 8) -> Any:
+    """A TensorRT 10 IInt8EntropyCalibrator2 fed from pinned pycuda buffers.
+
+    The calibration cache is written beside the engine and reused: a second build on the
+    same device does not recalibrate, and a missing cache is logged, never silent.
+    TensorRT 11 removed implicit calibrators; there INT8 comes from the QDQ ONNX instead.
+    """
+    import pycuda.driver as cuda
+    import tensorrt as trt
+
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise RuntimeError(f"TensorRT {trt.__version__} has no implicit INT8 calibrators: "
+                           "build the INT8 engine from the bundle's QDQ ONNX")
+    manifest = calibration.manifest
+    shape = (batch, manifest.channels, manifest.tile_height, manifest.tile_width)
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.host = cuda.pagelocked_empty(shape, np.float32)
+            self.device = cuda.mem_alloc(self.host.nbytes)
+            self.batches = calibration.batches(batch)
+
+        def get_batch_size(self) -> int:
+            return batch
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            tiles = next(self.batches, None)
+            if tiles is None or len(tiles) < batch:
+                return None
+            self.host[:] = tiles  # the FP32 engine input takes uint8 values as float
+            cuda.memcpy_htod(self.device, self.host)
+            return [int(self.device)]
+
+        def read_calibration_cache(self) -> bytes | None:
+            if cache_path.exists():
+                log.info("using INT8 calibration cache %s", cache_path)
+                return cache_path.read_bytes()
+            log.info("no calibration cache at %s: calibrating from %s", cache_path,
+                     calibration.root)
+            return None
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            cache_path.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()

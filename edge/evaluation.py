@@ -1,0 +1,71 @@
+"""Scoring a bundle model the way the line runs it: tile, infer, stitch, post-process.
+
+Used by the INT8 accuracy gate in export and by `edge-eval` on bundles, so training,
+export and deployment are judged by the same numbers (Kaggle Dice per image and class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lineside.edge.backends import Backend
+from lineside.edge.bundle import ClassSpec
+from lineside.edge.postprocess import threshold_masks
+from lineside.edge.scoring import dice_pairs, iou_pairs
+from lineside.edge.severstal import masks_for, read_labels
+from lineside.edge.tiling import cut, make_grid, stitch
+
+
+@dataclass
+class LabelledFrames:
+    names: list[str]
+    images: list[np.ndarray]  # (H, W) uint8
+    truths: list[np.ndarray]  # (K, H, W) uint8
+
+    @classmethod
+    def from_folder(cls, root: str | Path, class_ids: list[int], limit: int = 0,
+                    exclude: set[str] | None = None) -> LabelledFrames:
+        root = Path(root)
+        labels = read_labels(root / "train.csv")
+        folder = root / "train_images" if (root / "train_images").is_dir() else root
+        names = sorted(p.name for p in folder.iterdir()
+                       if p.suffix.lower() in (".jpg", ".png") and p.name not in (exclude or ()))
+        if limit:
+            names = names[:limit]
+        images, truths = [], []
+        for name in names:
+            gray = cv2.imread(str(folder / name), cv2.IMREAD_GRAYSCALE)
+            images.append(gray)
+            truths.append(masks_for(labels.get(name, {}), gray.shape, tuple(class_ids)))
+        return cls(names, images, truths)
+
+
+def predict_frame(backend: Backend, gray: np.ndarray, tile: tuple[int, int],
+                  in_channels: int = 1, max_batch: int = 8) -> np.ndarray:
+    """(K, H, W) probabilities for one frame, exactly as the daemon computes them."""
+    grid = make_grid(gray.shape, tile)
+    tiles = cut(gray, grid)
+    if in_channels != 1:
+        tiles = np.repeat(tiles, in_channels, axis=1)
+    outputs = np.concatenate([backend.infer(np.ascontiguousarray(tiles[i:i + max_batch]))
+                              for i in range(0, len(tiles), max_batch)])
+    return stitch(outputs, grid)
+
+
+def score(backend: Backend, frames: LabelledFrames, classes: list[ClassSpec],
+          tile: tuple[int, int], in_channels: int = 1) -> dict[str, object]:
+    """Kaggle Dice, IoU and per-class Dice with the bundle's post-processing."""
+    dice, iou = [], []
+    for gray, truth in zip(frames.images, frames.truths, strict=True):
+        masks = threshold_masks(predict_frame(backend, gray, tile, in_channels), classes)
+        dice.append(dice_pairs(masks, truth)[0])
+        iou.append(iou_pairs(masks, truth)[0])
+    dice_arr, iou_arr = np.array(dice), np.array(iou)
+    return {"dice": float(dice_arr.mean()), "iou": float(iou_arr.mean()),
+            "dice_per_class": {str(c.id): float(dice_arr[:, k].mean())
+                               for k, c in enumerate(classes)},
+            "images": len(frames.names)}

@@ -1,0 +1,75 @@
+"""Static INT8 quantisation (QDQ) from a calibration set, in the two forms targets need.
+
+- `cpu`: uint8 activations, int8 per-channel weights (U8S8): ONNX Runtime's fast path on
+  VNNI CPUs.
+- `tensorrt`: int8 activations and weights, symmetric (zero point 0), per-channel weights,
+  per-tensor activations: the only Q/DQ form TensorRT accepts (slow on a CPU).
+
+Accuracy is guarded by the caller: if Dice drops too far, the most sensitive layers (the
+first and last convolutions, where the input and the logits live) stay in float, and the
+quantisation is retried with more of them excluded.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from lineside.calibration.calibration_set import CalibrationSet
+from lineside.calibration.readers import onnxruntime_reader
+
+log = logging.getLogger("lineside.export")
+
+# Ops worth int8: convolutions and the ops between them, so tensors stay int8 across
+# pooling, upsampling, skip concatenations and residual adds. Pre-processing (Cast, Mul,
+# Sub at the input) and the final Sigmoid stay float.
+QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "MaxPool", "Resize", "Concat",
+                 "Add", "GlobalAveragePool"]
+
+
+def flavour_options(flavour: str) -> dict:
+    from onnxruntime.quantization import QuantType
+
+    if flavour == "cpu":
+        return {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
+                "per_channel": True, "extra_options": {}}
+    if flavour == "tensorrt":
+        return {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
+                "per_channel": True,
+                "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}}
+    raise ValueError(f"INT8 flavour {flavour!r} is not cpu or tensorrt")
+
+
+def conv_nodes(model_path: Path) -> list[str]:
+    """Convolution node names in graph order (the graph is topologically sorted)."""
+    graph = onnx.load(str(model_path)).graph
+    return [n.name for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+
+
+# How many convolutions at each end of the network stay float, attempt by attempt.
+FLOAT_ENDS_SCHEDULE = (0, 1, 2, 4)
+
+
+def quantize(fp32_path: Path, out_path: Path, flavour: str, calibration: CalibrationSet,
+             input_name: str, float_ends: int = 0) -> list[str]:
+    """Quantise; the first and last `float_ends` convolutions stay float. Returns their
+    names."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Fold and fuse first (Conv+BN), so the scales are for what actually runs.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        convs = conv_nodes(prepared)
+        excluded = convs[:float_ends] + convs[-float_ends:] if float_ends else []
+        quantize_static(
+            str(prepared), str(out_path), onnxruntime_reader(calibration, input_name),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTISED_OPS,
+            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+            **flavour_options(flavour))
+    onnx.checker.check_model(str(out_path))
+    return excluded
