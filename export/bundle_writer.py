@@ -22,7 +22,7 @@ import torch
 import lineside
 from lineside.calibration.calibration_set import CalibrationSet
 from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
-from lineside.edge.backends.tensorrt_engine import ShapeProfile, build_engine, tensorrt_available
+from lineside.edge.backends.tensorrt_engine import ShapeProfile, tensorrt_available
 from lineside.edge.bundle import ClassSpec, Manifest, ModelFile, sha256_file, write_manifest
 from lineside.edge.evaluation import LabelledFrames, score
 from lineside.export.fp16 import convert_fp16
@@ -146,17 +146,12 @@ def _engines(staging: Path, manifest: Manifest, options: ExportOptions,
         why = reason if not ok else "--engine was not given"
         return [f"trt-{p}: not built ({why}); on the target device run: edge-build-engine "
                 f"{bundle_dir} --precision {p} --batch {options.batch}" for p in wanted]
+    from lineside.edge.engine_builder import build_bundle_engine
+
     profile = ShapeProfile.parse(options.batch, manifest.in_channels, manifest.tile_height,
                                  manifest.tile_width)
     for precision in wanted:
-        source = manifest.models["fp16" if precision == "fp16" else "int8-trt"]
-        engine = staging / f"model_{precision}.engine"
-        build_engine(staging / source.path, engine, precision, profile, source.sha256,
-                     options.workspace_gb, calibration_sha256=source.calibration_sha256,
-                     timing_cache=staging / "timing.cache", strongly_typed=True)
-        manifest.models[f"trt-{precision}"] = ModelFile(
-            engine.name, sha256_file(engine), precision, target="tensorrt",
-            calibration_sha256=source.calibration_sha256)
+        build_bundle_engine(staging, manifest, precision, profile, options.workspace_gb)
     return []
 
 

@@ -45,3 +45,18 @@ def trained_bundle(synth_data, tmp_path_factory) -> Path:
     bundle = work / "bundle"
     run_module("lineside.export.cli", str(checkpoint), "-o", str(bundle))
     return bundle
+
+
+@pytest.fixture(scope="session")
+def quantised_bundle(trained_bundle, synth_data, tmp_path_factory) -> Path:
+    """The trained MiniUNet exported with FP16 and both INT8 flavours (accuracy-gated)."""
+    work = tmp_path_factory.mktemp("quantised")
+    calibration = work / "cal"
+    run_module("lineside.calibration.cli", str(synth_data), "-o", str(calibration),
+               "--n", "48")
+    bundle = work / "bundle"
+    result = run_module("lineside.export.cli", str(trained_bundle.parent / "mini.pt"),
+                        "-o", str(bundle), "--fp16", "--int8", "--calib", str(calibration),
+                        "--eval", str(synth_data), "--eval-limit", "8")
+    (work / "export.log").write_text(result.stdout)
+    return bundle

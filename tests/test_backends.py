@@ -90,3 +90,21 @@ def test_native_tensorrt_fp32_engine_matches_onnxruntime(trained_bundle, tmp_pat
     # A second start finds the cached engine instead of rebuilding.
     again = TensorRTBackend(bundle, "fp32", cache_dir=tmp_path)
     assert again.engine_path == backend.engine_path
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision, tolerance", [("fp16", 2e-2), ("int8", 0.1)])
+def test_native_tensorrt_engines_from_fp16_and_qdq_onnx_match_onnxruntime(
+        quantised_bundle, tmp_path, precision, tolerance):
+    ok, reason = tensorrt_available()
+    if not ok:
+        pytest.skip(f"TensorRT backend unavailable here: {reason}")
+    from lineside.edge.backends.tensorrt import TensorRTBackend
+
+    bundle, tiles, expected = _gpu_reference(quantised_bundle)
+    backend = TensorRTBackend(bundle, precision, cache_dir=tmp_path)
+    sidecar = EngineSidecar.read(backend.engine_path)
+    assert sidecar.precision == precision and sidecar.builder_path == "strongly-typed"
+    source = "fp16" if precision == "fp16" else "int8-trt"
+    assert sidecar.onnx_sha256 == bundle.manifest.models[source].sha256
+    assert np.abs(backend.infer(tiles) - expected).mean() < tolerance

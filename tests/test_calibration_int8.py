@@ -18,8 +18,6 @@ from lineside.edge.backends import create_backend
 from lineside.edge.bundle import load_bundle
 from lineside.edge.severstal import read_labels
 
-from .conftest import run_module
-
 pytestmark = pytest.mark.slow
 
 
@@ -48,17 +46,14 @@ def test_set_is_versioned_tiled_like_the_runtime_and_verified(synth_data, tmp_pa
         CalibrationSet.load(tmp_path / "cal")
 
 
-def test_int8_and_fp16_export_pass_the_gate_and_run(trained_bundle, synth_data, tmp_path):
-    calibration = tmp_path / "cal"
-    run_module("lineside.calibration.cli", str(synth_data), "-o", str(calibration),
-               "--n", "48")
-    bundle_dir = tmp_path / "bundle8"
-    result = run_module("lineside.export.cli", str(trained_bundle.parent / "mini.pt"),
-                        "-o", str(bundle_dir), "--fp16", "--int8", "--calib", str(calibration),
-                        "--eval", str(synth_data), "--eval-limit", "8")
-    assert "edge-build-engine" in result.stdout  # says which engines were not built, and how
+def test_int8_and_fp16_export_pass_the_gate_and_run(quantised_bundle, synth_data):
+    bundle_dir = quantised_bundle
+    calibration = bundle_dir.parent / "cal"
+    log = (bundle_dir.parent / "export.log").read_text()
+    if "trt-fp16: not built" in log:  # says which engines were not built, and how
+        assert "edge-build-engine" in log
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    assert set(manifest["models"]) == {"fp32", "fp16", "int8", "int8-trt"}
+    assert {"fp32", "fp16", "int8", "int8-trt"} <= set(manifest["models"])
     assert manifest["models"]["int8"]["target"] == "cpu"
     cal_sha = json.loads((calibration / "calibration.json").read_text())["sha256"]
     assert manifest["models"]["int8"]["calibration_sha256"] == cal_sha
@@ -78,16 +73,12 @@ def test_int8_and_fp16_export_pass_the_gate_and_run(trained_bundle, synth_data, 
         assert np.abs(out - reference).mean() < 0.05
 
 
-def test_symmetric_int8_has_zero_points_zero_and_cpu_int8_uses_uint8(trained_bundle,
-                                                                      synth_data, tmp_path):
+def test_symmetric_int8_has_zero_points_zero_and_cpu_int8_uses_uint8(quantised_bundle):
     import onnx
     from onnx import numpy_helper
 
-    calibration = tmp_path / "cal"
-    build_from_folder(synth_data, calibration, 16, "random", 0, (256, 256))
-    bundle_dir = tmp_path / "b"
-    run_module("lineside.export.cli", str(trained_bundle.parent / "mini.pt"), "-o",
-               str(bundle_dir), "--int8", "--calib", str(calibration), "--no-accuracy-gate")
+    bundle_dir = quantised_bundle
+
     def zero_points(path):
         model = onnx.load(str(path))
         inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
