@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+import zmq.auth
 
 from lineside.edge import protocol
 
@@ -42,9 +43,17 @@ class ResultSubscriber:
     """SUB to a daemon's output endpoint; yields (topic, body) pairs."""
 
     def __init__(self, endpoint: str, topics: tuple[str, ...] = protocol.TOPICS,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 curve: tuple[str, str] | None = None) -> None:
+        """`curve`: (daemon's public key file, this client's secret key file) when the
+        daemon runs CURVE (`edge-serve --curve-secret`)."""
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
+        if curve:
+            server_public, _ = zmq.auth.load_certificate(curve[0])
+            public, secret = zmq.auth.load_certificate(curve[1])
+            self.socket.curve_serverkey = server_public
+            self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
         self.socket.setsockopt(zmq.RCVHWM, 0)  # a gateway must not lose verdicts
         self.socket.setsockopt(zmq.LINGER, 0)
         for topic in topics:

@@ -71,6 +71,9 @@ class ServeConfig:
     metrics: str = ""  # HOST:PORT for /metrics, /healthz, /readyz ("" = off)
     control: str = ""  # REP endpoint for hot swap and status ("" = off)
     max_message_bytes: int = 64 * 1024 * 1024  # larger input messages are refused by ZeroMQ
+    # CURVE on the results socket, for gateways on other hosts (zmq.auth key files):
+    curve_secret: str = ""  # the daemon's secret key file (.key_secret)
+    curve_clients: str = ""  # directory of allowed gateways' public keys (.key)
     camera: CameraSettings = field(default_factory=CameraSettings)  # defaults, all cameras
     cameras: dict[str, CameraSettings] = field(default_factory=dict)  # per-camera overrides
 
@@ -94,6 +97,12 @@ class ServeConfig:
                   "heartbeat_s": (0.05, 3600), "max_message_bytes": (1024, 2**31)}
         for name, (low, high) in bounds.items():
             _check_range(name, getattr(self, name), low, high)
+        if self.curve_clients and not self.curve_secret:
+            raise ConfigError("curve_clients needs curve_secret (the daemon's key file)")
+        for name in ("curve_secret", "curve_clients"):
+            value = getattr(self, name)
+            if value and not Path(value).exists():
+                raise ConfigError(f"{name}: {value} does not exist")
         if self.metrics:
             host, _, port = self.metrics.rpartition(":")
             if not host or not port.isdigit():

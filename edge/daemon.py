@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 import zmq
+import zmq.auth
 
 from lineside.edge import protocol, rle
 from lineside.edge.backends import Backend, create_backend
@@ -142,6 +143,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._first_error: BaseException | None = None
         self._metrics_server: MetricsServer | None = None
+        self._authenticator = None
         self.started_ns = time.time_ns()
 
     def _camera_limits(self, camera_id: str) -> tuple[str, int]:
@@ -160,12 +162,31 @@ class Daemon:
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.config.curve_secret:
+            self._start_curve_authenticator()
         if self.config.metrics:
             self._metrics_server = MetricsServer(self.config.metrics, self.metrics,
                                                  self.healthy, self.ready)
             self._metrics_server.start()
         log.info("serving %s on %s (%s) -> %s", self.model.describe(), self.config.input,
                  self.config.input_mode, self.config.output)
+
+    def _start_curve_authenticator(self) -> None:
+        """ZAP handler that admits only the configured gateways' public keys."""
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._authenticator = ThreadAuthenticator(self.context)
+        self._authenticator.start()
+        self._authenticator.configure_curve(
+            domain="*", location=self.config.curve_clients or zmq.auth.CURVE_ALLOW_ANY)
+
+    def _secure(self, sock: zmq.Socket) -> None:
+        if not self.config.curve_secret:
+            return
+        public, secret = zmq.auth.load_certificate(self.config.curve_secret)
+        if secret is None:
+            raise RuntimeError(f"{self.config.curve_secret} holds no secret key")
+        sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
 
     @property
     def metrics_port(self) -> int | None:
@@ -199,6 +220,8 @@ class Daemon:
             thread.join(remaining)
         if self._metrics_server:
             self._metrics_server.stop()
+        if self._authenticator is not None:
+            self._authenticator.stop()
         if self._first_error is not None:
             raise RuntimeError("a pipeline stage failed") from self._first_error
 
@@ -458,6 +481,7 @@ class Daemon:
 
     def _publish_loop(self) -> None:
         sock = self.context.socket(zmq.PUB)
+        self._secure(sock)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.LINGER, 2000)  # flush the last results on shutdown
         sock.bind(self.config.output)

@@ -28,16 +28,17 @@ class RunningDaemon:
 
 
 @contextlib.contextmanager
-def serve(bundle, *args: str, input_mode: str = "pull",
-          frames_in: str | None = None) -> Iterator[RunningDaemon]:
+def serve(bundle, *args: str, input_mode: str = "pull", frames_in: str | None = None,
+          results_out: str | None = None,
+          curve: tuple[str, str] | None = None) -> Iterator[RunningDaemon]:
     """Start edge-serve as its own process; yields once its heartbeat is seen."""
     frames_in = frames_in or free_endpoint()
-    results_out = free_endpoint()
+    results_out = results_out or free_endpoint()
     proc = subprocess.Popen(
         [sys.executable, "-m", "lineside.edge.cli.serve", str(bundle), "--backend", "ort-cpu",
          "--input", frames_in, "--input-mode", input_mode, "--output", results_out, *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    subscriber = ResultSubscriber(results_out)
+    subscriber = ResultSubscriber(results_out, curve=curve)
     sender = FrameSender(frames_in) if input_mode == "pull" else None
     try:
         subscriber.wait_ready(timeout_s=90)

@@ -70,6 +70,9 @@ def build_parser():
                     help="serve /metrics, /healthz, /readyz (e.g. 127.0.0.1:9100)")
     ap.add_argument("--control", metavar="ENDPOINT",
                     help="REP socket for hot swap and status (e.g. tcp://127.0.0.1:5557)")
+    ap.add_argument("--curve-secret", help="daemon secret key file: CURVE on the results "
+                    "socket (for gateways on other hosts)")
+    ap.add_argument("--curve-clients", help="directory of allowed gateways' public key files")
     ap.add_argument("--validate-config", action="store_true",
                     help="check the configuration and bundle, print them, and exit")
     ap.add_argument("--log-json", action="store_true", help="structured (JSON lines) logs")
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "failsafe_verdict": args.failsafe_verdict, "publish_masks": args.publish_masks,
             "mask_format": args.mask_format, "thresholds": _class_table(args.threshold, float),
             "metrics": args.metrics, "control": args.control,
+            "curve_secret": args.curve_secret, "curve_clients": args.curve_clients,
         })
         from lineside.edge.daemon import Daemon
 

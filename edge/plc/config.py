@@ -1,0 +1,81 @@
+"""The PLC gateway's configuration: where the daemon is, which PLC, and the tag map.
+
+Every value the gateway writes is a *tag* with a logical name; the map says where each
+tag lives in the PLC: a Modbus coil or holding register, or an OPC UA node id
+(docs/plc.md has the full table and an example for a typical PLC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from lineside.edge.config import ConfigError, _build
+
+PROTOCOLS = ("modbus", "opcua")
+VERDICT_CODES = {"OK": 1, "REJECT": 2, "ERROR": 3}
+
+
+@dataclass
+class CameraTags:
+    """Where one camera's values go. Modbus: coil/register numbers (0-based);
+    32-bit values take two registers, high word first. OPC UA: node ids."""
+
+    reject: Any = None  # bit: raised for REJECT and ERROR (level or pulse)
+    last_frame_id: Any = None  # 32-bit
+    verdict: Any = None  # 16-bit code: 1 OK, 2 REJECT, 3 ERROR
+    results: Any = None  # 32-bit running count of results
+    rejects: Any = None  # 32-bit running count of REJECT/ERROR verdicts
+    area: dict[int, Any] = field(default_factory=dict)  # class id -> 32-bit area (pixels)
+
+
+@dataclass
+class PlcConfig:
+    daemon: str = "tcp://127.0.0.1:5556"  # the daemon's PUB endpoint
+    protocol: str = "modbus"
+    host: str = "127.0.0.1"  # Modbus TCP server (the PLC)
+    port: int = 502
+    unit: int = 1  # Modbus device id
+    url: str = ""  # OPC UA server, e.g. opc.tcp://192.168.0.10:4840
+    watchdog_s: float = 3.0  # no daemon heartbeat for this long -> fault bit
+    heartbeat_toggle_s: float = 0.5  # how often the heartbeat word toggles while healthy
+    reject_pulse_ms: float = 0.0  # 0: the reject bit holds until the next OK; >0: a pulse
+    reject_deadline_ms: float = 2000.0  # a reject not written by then is a fault
+    reconnect_max_s: float = 5.0  # backoff ceiling for PLC and daemon reconnects
+    fault: Any = None  # bit: line to safe state
+    heartbeat: Any = None  # 16-bit word toggled 0/1 while the daemon is alive
+    cameras: dict[str, CameraTags] = field(default_factory=dict)
+    # CURVE for a daemon on another host (key files from zmq.auth.create_certificates).
+    curve_server_public: str = ""  # the daemon's public key file
+    curve_client_secret: str = ""  # this gateway's secret key file (.key_secret)
+
+    def validate(self) -> PlcConfig:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol: {self.protocol!r} is not one of {PROTOCOLS}")
+        if self.protocol == "opcua" and not self.url:
+            raise ConfigError("url: OPC UA needs the server url (opc.tcp://HOST:PORT)")
+        if self.fault is None:
+            raise ConfigError("fault: the fault bit is required (it is the line's safe state)")
+        if not self.cameras:
+            raise ConfigError("cameras: map at least one camera ([plc.cameras.<id>])")
+        if self.watchdog_s <= 0 or self.reject_deadline_ms <= 0:
+            raise ConfigError("watchdog_s and reject_deadline_ms must be positive")
+        if bool(self.curve_server_public) != bool(self.curve_client_secret):
+            raise ConfigError("CURVE needs both curve_server_public and curve_client_secret")
+        return self
+
+
+def load_plc_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PlcConfig:
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    values = dict(values.get("plc", values))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return _build(PlcConfig, values, "plc").validate()
