@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["edge-synth", "edge-train", "edge-export", "edge-serve", "edge-camsim",
-            "edge-listen", "edge-demo"]
+COMMANDS = ["edge-synth", "edge-train", "edge-export", "edge-calibrate", "edge-build-engine",
+            "edge-bench", "edge-serve", "edge-camsim", "edge-listen", "edge-plc", "edge-demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
