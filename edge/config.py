@@ -70,6 +70,7 @@ class ServeConfig:
     failsafe_verdict: str = "ERROR"  # verdict for frames that fail or miss their deadline
     metrics: str = ""  # HOST:PORT for /metrics, /healthz, /readyz ("" = off)
     control: str = ""  # REP endpoint for hot swap and status ("" = off)
+    http: str = ""  # HOST:PORT of the read-only operator view ("" = off)
     max_message_bytes: int = 64 * 1024 * 1024  # larger input messages are refused by ZeroMQ
     # CURVE on the results socket, for gateways on other hosts (zmq.auth key files):
     curve_secret: str = ""  # the daemon's secret key file (.key_secret)
@@ -103,10 +104,11 @@ class ServeConfig:
             value = getattr(self, name)
             if value and not Path(value).exists():
                 raise ConfigError(f"{name}: {value} does not exist")
-        if self.metrics:
-            host, _, port = self.metrics.rpartition(":")
-            if not host or not port.isdigit():
-                raise ConfigError(f"metrics: {self.metrics!r} is not HOST:PORT")
+        for name in ("metrics", "http"):
+            value = getattr(self, name)
+            host, _, port = value.rpartition(":")
+            if value and (not host or not port.isdigit()):
+                raise ConfigError(f"{name}: {value!r} is not HOST:PORT")
         for camera_id, settings in [("camera", self.camera), *self.cameras.items()]:
             _validate_camera(camera_id, settings)
         return self

@@ -144,7 +144,11 @@ class Daemon:
         self._first_error: BaseException | None = None
         self._metrics_server: MetricsServer | None = None
         self._authenticator = None
+        self.view = None  # the operator view, when --http is on
         self.started_ns = time.time_ns()
+
+    def model_description(self) -> dict[str, str]:
+        return self.model.describe()
 
     def _camera_limits(self, camera_id: str) -> tuple[str, int]:
         settings = self.config.for_camera(camera_id)
@@ -164,6 +168,14 @@ class Daemon:
             self._threads.append(thread)
         if self.config.curve_secret:
             self._start_curve_authenticator()
+        if self.config.http:
+            from lineside.edge.operator_view import OperatorView
+
+            self.view = OperatorView(
+                self.config.http,
+                classes=lambda: [(c.id, c.name) for c in self.model.bundle.manifest.classes],
+                describe=self.model_description, counters=self.counters.snapshot)
+            self.view.start()
         if self.config.metrics:
             self._metrics_server = MetricsServer(self.config.metrics, self.metrics,
                                                  self.healthy, self.ready)
@@ -222,6 +234,8 @@ class Daemon:
             self._metrics_server.stop()
         if self._authenticator is not None:
             self._authenticator.stop()
+        if self.view is not None:
+            self.view.stop()
         if self._first_error is not None:
             raise RuntimeError("a pipeline stage failed") from self._first_error
 
@@ -460,6 +474,8 @@ class Daemon:
                   "model": item.model.bundle.manifest.name,
                   "infer_ms": round(item.timings["infer_ms"], 3)}
         messages = [(protocol.TOPIC_REJECT, reject)]
+        if self.view is not None:
+            self.view.offer(header.camera_id, header.frame_id, item.frame.pixels, masks, verdict)
         if self.config.publish_masks:
             messages.append((protocol.TOPIC_MASK, self._mask_body(base, item, probabilities,
                                                                   masks, classes)))
@@ -515,6 +531,8 @@ class Daemon:
         if body["verdict"] == VERDICT_REJECT:
             self.counters.add("rejects")
         self.metrics.frames_results.labels(body["camera_id"], body["verdict"]).inc()
+        if self.view is not None:
+            self.view.record(body)
         self.metrics.stage_seconds.labels("end_to_end").observe(body["latency_ms"] / 1000)
 
     def _heartbeat(self, final: bool = False) -> list[bytes]:

@@ -51,12 +51,31 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-class MetricsServer:
+class WsgiServer:
+    """A threaded WSGI server on its own thread (one thread per connection, so a
+    long-lived stream such as server-sent events does not block other requests)."""
+
+    def __init__(self, address: str, app, name: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.server = make_server(host, int(port), app, server_class=_ThreadingServer,
+                                  handler_class=_QuietHandler)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, name=name,
+                                       daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MetricsServer(WsgiServer):
     """HTTP server for /metrics, /healthz and /readyz on its own thread."""
 
     def __init__(self, address: str, metrics: DaemonMetrics,
                  healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
-        host, _, port = address.rpartition(":")
         metrics_app = make_wsgi_app(metrics.registry)
 
         def app(environ, start_response):
@@ -69,15 +88,4 @@ class MetricsServer:
                     return [b"ok\n" if ok else b"not ok\n"]
             return metrics_app(environ, start_response)
 
-        self.server = make_server(host, int(port), app, server_class=_ThreadingServer,
-                                  handler_class=_QuietHandler)
-        self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, name="edge-metrics",
-                                       daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(address, app, "edge-metrics")

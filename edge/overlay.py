@@ -29,10 +29,11 @@ def draw(gray: np.ndarray, masks: np.ndarray, alpha: float = 0.45,
                                        cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(image, contours, -1, colour(k), 1)
     if title:
-        cv2.putText(image, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3,
-                    cv2.LINE_AA)
-        cv2.putText(image, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        # White on a dark box: readable on bright and dark steel alike.
+        (width, height), baseline = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+        cv2.rectangle(image, (4, 4), (12 + width, 12 + height + baseline), (20, 20, 20), -1)
+        cv2.putText(image, title, (8, 8 + height), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                    (255, 255, 255), 1, cv2.LINE_AA)
     return image
 
 

@@ -19,6 +19,7 @@ EXAMPLES = """\
   edge-serve --config configs/serve.toml      # settings from a file, flags override
   edge-serve bundle/ --input-mode sub --input tcp://10.0.0.5:6000   # camera broadcasts
   edge-serve bundle/ --metrics 127.0.0.1:9100 --control tcp://127.0.0.1:5557
+  edge-serve bundle/ --http 127.0.0.1:8080     # operator view in a browser
   kill -HUP $(pidof edge-serve)               # reload the bundle in place (hot swap)
 """
 
@@ -70,6 +71,8 @@ def build_parser():
                     help="serve /metrics, /healthz, /readyz (e.g. 127.0.0.1:9100)")
     ap.add_argument("--control", metavar="ENDPOINT",
                     help="REP socket for hot swap and status (e.g. tcp://127.0.0.1:5557)")
+    ap.add_argument("--http", metavar="HOST:PORT",
+                    help="read-only operator web view (e.g. 127.0.0.1:8080); off by default")
     ap.add_argument("--curve-secret", help="daemon secret key file: CURVE on the results "
                     "socket (for gateways on other hosts)")
     ap.add_argument("--curve-clients", help="directory of allowed gateways' public key files")
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             "overload": args.overload, "deadline_ms": args.deadline_ms,
             "failsafe_verdict": args.failsafe_verdict, "publish_masks": args.publish_masks,
             "mask_format": args.mask_format, "thresholds": _class_table(args.threshold, float),
-            "metrics": args.metrics, "control": args.control,
+            "metrics": args.metrics, "control": args.control, "http": args.http,
             "curve_secret": args.curve_secret, "curve_clients": args.curve_clients,
         })
         from lineside.edge.daemon import Daemon
