@@ -71,6 +71,7 @@ class ServeConfig:
     metrics: str = ""  # HOST:PORT for /metrics, /healthz, /readyz ("" = off)
     control: str = ""  # REP endpoint for hot swap and status ("" = off)
     http: str = ""  # HOST:PORT of the read-only operator view ("" = off)
+    inject_faults: str = ""  # testing only: "infer-every=N" makes every N-th batch fail
     max_message_bytes: int = 64 * 1024 * 1024  # larger input messages are refused by ZeroMQ
     # CURVE on the results socket, for gateways on other hosts (zmq.auth key files):
     curve_secret: str = ""  # the daemon's secret key file (.key_secret)

@@ -91,6 +91,10 @@ def load_model(path: str, config: ServeConfig) -> LoadedModel:
     """Verify, load and warm a bundle; raises before anything is switched over."""
     bundle = load_bundle(path)
     backend = create_backend(config.backend, bundle, config.precision, config.threads)
+    if config.inject_faults:
+        from lineside.edge.backends.fault_injection import FaultInjectingBackend
+
+        backend = FaultInjectingBackend(backend, config.inject_faults)
     manifest = bundle.manifest
     # One batch before serving, so the first frame is not slow (and a broken model fails
     # here, not on the line).

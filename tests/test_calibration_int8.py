@@ -99,3 +99,32 @@ def test_int8_without_calibration_or_labels_is_refused(trained_bundle, tmp_path)
                              "--int8"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "calibration set" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_capture_a_calibration_set_from_a_live_stream(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from lineside.edge.client import FrameSender
+    from lineside.edge.protocol import FrameHeader
+
+    from .conftest import free_endpoint
+
+    endpoint = free_endpoint()
+    capture = subprocess.Popen([sys.executable, "-m", "lineside.calibration.cli", "--from",
+                                endpoint, "-o", str(tmp_path / "live"), "--n", "14",
+                                "--timeout", "60"], stdout=subprocess.PIPE, text=True)
+    sender = FrameSender(endpoint)
+    try:
+        rng = np.random.default_rng(0)
+        for i in range(6):  # PUSH queues until the capture binds; extra frames are ignored
+            sender.send(FrameHeader("cam0", i, time.time_ns(), "mono8", (256, 1600)),
+                        rng.integers(0, 256, (256, 1600), dtype=np.uint8))
+        out, _ = capture.communicate(timeout=120)
+    finally:
+        sender.close()
+    assert capture.returncode == 0, out
+    loaded = CalibrationSet.load(tmp_path / "live")
+    assert loaded.manifest.count == 14 and loaded.manifest.strategy == "live"
+    assert [s["image"] for s in loaded.manifest.sources] == ["cam0:0", "cam0:1"]

@@ -76,6 +76,9 @@ def build_parser():
     ap.add_argument("--curve-secret", help="daemon secret key file: CURVE on the results "
                     "socket (for gateways on other hosts)")
     ap.add_argument("--curve-clients", help="directory of allowed gateways' public key files")
+    ap.add_argument("--inject-faults", metavar="infer-every=N",
+                    help="TESTING ONLY: make every N-th inference call fail, to check that "
+                    "frames get ERROR verdicts and the daemon recovers")
     ap.add_argument("--validate-config", action="store_true",
                     help="check the configuration and bundle, print them, and exit")
     ap.add_argument("--log-json", action="store_true", help="structured (JSON lines) logs")
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "mask_format": args.mask_format, "thresholds": _class_table(args.threshold, float),
             "metrics": args.metrics, "control": args.control, "http": args.http,
             "curve_secret": args.curve_secret, "curve_clients": args.curve_clients,
+            "inject_faults": args.inject_faults,
         })
         from lineside.edge.daemon import Daemon
 
