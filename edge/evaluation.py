@@ -57,15 +57,38 @@ def predict_frame(backend: Backend, gray: np.ndarray, tile: tuple[int, int],
 
 
 def score(backend: Backend, frames: LabelledFrames, classes: list[ClassSpec],
-          tile: tuple[int, int], in_channels: int = 1) -> dict[str, object]:
-    """Kaggle Dice, IoU and per-class Dice with the bundle's post-processing."""
-    dice, iou = [], []
+          tile: tuple[int, int], in_channels: int = 1,
+          keep_masks: bool = False) -> dict[str, object]:
+    """Kaggle Dice, IoU, pixel accuracy and image-level precision/recall per class, with
+    the bundle's post-processing. `keep_masks` adds per-frame predictions for overlays."""
+    dice, iou, correct, predicted_any, truth_any, kept = [], [], 0, [], [], []
+    pixels = 0
     for gray, truth in zip(frames.images, frames.truths, strict=True):
         masks = threshold_masks(predict_frame(backend, gray, tile, in_channels), classes)
         dice.append(dice_pairs(masks, truth)[0])
         iou.append(iou_pairs(masks, truth)[0])
+        correct += int((masks.astype(bool) == truth.astype(bool)).sum())
+        pixels += masks.size
+        predicted_any.append(masks.reshape(len(classes), -1).any(1))
+        truth_any.append(truth.reshape(len(classes), -1).any(1))
+        if keep_masks:
+            kept.append(masks)
     dice_arr, iou_arr = np.array(dice), np.array(iou)
-    return {"dice": float(dice_arr.mean()), "iou": float(iou_arr.mean()),
-            "dice_per_class": {str(c.id): float(dice_arr[:, k].mean())
-                               for k, c in enumerate(classes)},
-            "images": len(frames.names)}
+    pred, true = np.array(predicted_any), np.array(truth_any)
+    image_level = {}
+    for k, c in enumerate(classes):
+        tp = int((pred[:, k] & true[:, k]).sum())
+        image_level[str(c.id)] = {
+            "precision": tp / max(1, int(pred[:, k].sum())) if pred[:, k].any() else None,
+            "recall": tp / max(1, int(true[:, k].sum())) if true[:, k].any() else None,
+            "support": int(true[:, k].sum())}
+    result: dict[str, object] = {
+        "dice": float(dice_arr.mean()), "iou": float(iou_arr.mean()),
+        "pixel_accuracy": correct / max(1, pixels),
+        "dice_per_class": {str(c.id): float(dice_arr[:, k].mean())
+                           for k, c in enumerate(classes)},
+        "image_level": image_level, "images": len(frames.names)}
+    if keep_masks:
+        result["per_frame_dice"] = dice_arr.mean(axis=1).tolist()
+        result["masks"] = kept
+    return result

@@ -33,7 +33,11 @@ from lineside.train.models import DeployedModel
 
 log = logging.getLogger("lineside.export")
 
-PARITY_TOLERANCE = 1e-3  # worst |torch - ONNX Runtime| probability for FP32
+# |torch - ONNX Runtime| probability for FP32. Export bugs (baked shapes, wrong ops) show
+# as errors of 0.1 and more; float reordering in deep nets with sharp BN statistics can
+# reach a few 1e-3 at single pixels, so the worst pixel gets more room than the mean.
+PARITY_TOLERANCE = 1e-2
+PARITY_MEAN_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2  # worst |FP32 - FP16| probability
 MAX_DICE_DROP = 0.005  # INT8 may lose at most this much held-out Dice against FP32
 
@@ -173,9 +177,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
     # Checked at a batch size and tile shape unlike the export example (batch 2).
     check = parity(deployed, fp32, in_channels, [(3, *tile), (1, tile[0], tile[1] + 64)])
     log.info("parity torch vs ONNX Runtime: max |diff| %.2e", check["max_abs_diff"])
-    if check["max_abs_diff"] > PARITY_TOLERANCE:
-        raise ExportError(f"ONNX output differs from torch by {check['max_abs_diff']:.2e} "
-                          f"(> {PARITY_TOLERANCE}); the bundle was not written")
+    if check["max_abs_diff"] > PARITY_TOLERANCE or \
+            check["mean_abs_diff"] > PARITY_MEAN_TOLERANCE:
+        raise ExportError(f"ONNX output differs from torch by up to "
+                          f"{check['max_abs_diff']:.2e} (mean {check['mean_abs_diff']:.2e}; "
+                          f"limits {PARITY_TOLERANCE}, {PARITY_MEAN_TOLERANCE}); "
+                          "the bundle was not written")
 
     import onnxruntime
 
@@ -187,7 +194,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
         mean=meta["mean"], std=meta["std"], input_name=INPUT_NAME, output_name=OUTPUT_NAME,
         frame_height=meta["frame"][0], frame_width=meta["frame"][1],
         models={"fp32": ModelFile(fp32.name, sha256_file(fp32), "fp32")},
-        parity={"fp32": {**check, "tolerance": PARITY_TOLERANCE}},
+        parity={"fp32": {**check, "tolerance": PARITY_TOLERANCE,
+                         "mean_tolerance": PARITY_MEAN_TOLERANCE}},
         metrics={"checkpoint": meta.get("metrics", {})},
         versions={"lineside": lineside.__version__, "torch": str(torch.__version__),
                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,

@@ -50,7 +50,7 @@ def parity(model: nn.Module, onnx_path: Path, in_channels: int,
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    worst = 0.0
+    worst, total, count = 0.0, 0.0, 0
     for batch, height, width in shapes:
         frames = rng.integers(0, 256, (batch, in_channels, height, width), dtype=np.uint8)
         with torch.no_grad():
@@ -59,6 +59,9 @@ def parity(model: nn.Module, onnx_path: Path, in_channels: int,
         if actual.shape != expected.shape:
             raise RuntimeError(f"ONNX output shape {actual.shape} != torch {expected.shape} "
                                f"for input {frames.shape}")
-        worst = max(worst, float(np.abs(actual - expected).max()))
-    return {"max_abs_diff": worst, "shapes": [list(s) for s in shapes],
+        diff = np.abs(actual - expected)
+        worst = max(worst, float(diff.max()))
+        total, count = total + float(diff.sum()), count + diff.size
+    return {"max_abs_diff": worst, "mean_abs_diff": total / count,
+            "shapes": [list(s) for s in shapes],
             "runtime": f"onnxruntime {ort.__version__} CPU"}

@@ -22,9 +22,13 @@ def free_endpoint() -> str:
 
 def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a lineside command as its own process, as a user would."""
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                          text=True, timeout=timeout, check=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                            text=True, timeout=timeout,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if result.returncode != 0:
+        raise AssertionError(f"{module} {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
 
 
 @pytest.fixture(scope="session")

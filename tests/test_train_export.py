@@ -27,7 +27,7 @@ def test_checkpoint_carries_what_export_needs(trained_bundle):
 
 def test_bundle_manifest_records_parity_hashes_and_versions(trained_bundle):
     manifest = json.loads((trained_bundle / "manifest.json").read_text())
-    assert manifest["parity"]["fp32"]["max_abs_diff"] < 1e-3
+    assert manifest["parity"]["fp32"]["mean_abs_diff"] < 1e-4
     # Parity was checked at a batch size and tile shape unlike the export example.
     assert [3, 256, 256] in manifest["parity"]["fp32"]["shapes"]
     assert [1, 256, 320] in manifest["parity"]["fp32"]["shapes"]

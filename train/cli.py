@@ -5,59 +5,62 @@ from __future__ import annotations
 import sys
 
 from lineside.edge.cli.common import parser, setup_logging
+from lineside.edge.config import ConfigError
 
 EXAMPLES = """\
-  edge-train data/synth -o runs/mini.pt                          # MiniUNet, 20 epochs
-  edge-train data/synth -o runs/mini.pt --epochs 50 --max-minutes 10 --crop 256x512
-  edge-train data/synth -o runs/unet_r18.pt --architecture unet --encoder resnet18
+  edge-train data/synth -o runs/mini.pt                          # MiniUNet defaults
+  edge-train --config configs/unet_r34.yaml data=data/synth out=runs/r34.pt epochs=3
+  edge-train --config configs/prelim.yaml data=data/synth out=runs/p.pt optimizer.lr=1e-3
+  edge-train data/synth -o runs/r18.pt --architecture unet --encoder resnet18 --max-minutes 10
+  edge-train --config configs/unet_r34.yaml out=runs/r34.pt resume=true   # after a stop
+  torchrun --nproc-per-node 2 -m lineside.train.cli --config configs/unet_r34.yaml ...
 """
 
 
-def _pair(text: str) -> tuple[int, int]:
-    height, _, width = text.lower().partition("x")
-    return int(height), int(width)
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = parser("edge-train", "Train a defect segmentation model on a Severstal-layout folder.",
-                EXAMPLES)
-    ap.add_argument("data", help="folder with train.csv and train_images/")
-    ap.add_argument("-o", "--out", required=True, help="checkpoint path (.pt)")
-    ap.add_argument("--architecture", default="mini_unet",
+    ap = parser("edge-train", "Train a defect segmentation model on a Severstal-layout folder. "
+                "Settings come from --config (YAML/JSON), then flags, then KEY=VALUE "
+                "overrides (dotted keys: optimizer.lr=1e-3).", EXAMPLES)
+    ap.add_argument("data", nargs="?", help="folder with train.csv and train_images/")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ap.add_argument("--config", help="YAML or JSON training config (configs/*.yaml)")
+    ap.add_argument("-o", "--out", help="checkpoint path (.pt)")
+    ap.add_argument("--architecture",
                     help="mini_unet | unet | unetplusplus | deeplabv3plus | fpn | segformer")
-    ap.add_argument("--encoder", default=None,
-                    help="smp encoder for the smp architectures (resnet18, resnet34, ...)")
-    ap.add_argument("--encoder-weights", default=None,
-                    help="local file with pretrained encoder weights (nothing is downloaded)")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--max-minutes", type=float, default=0.0,
-                    help="stop after the epoch that passes this much time")
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--crop", type=_pair, default=(256, 256), help="training crop HxW")
-    ap.add_argument("--tile", type=_pair, default=(256, 256),
-                    help="tile HxW the runtime will feed the exported model")
-    ap.add_argument("--samples-per-epoch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--val-fraction", type=float, default=0.15)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N strips")
+    ap.add_argument("--encoder", help="smp encoder (resnet18, resnet34, efficientnet-b0, ...)")
+    ap.add_argument("--encoder-weights", help="local pretrained encoder weights file")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--samples-per-epoch", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--val-fraction", type=float)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--limit", type=int, help="use only the first N strips")
     args = ap.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.data and "=" in args.data:  # `edge-train --config x.yaml epochs=3`
+        overrides.insert(0, args.data)
+        args.data = None
     setup_logging()
 
-    from lineside.train.trainer import TrainConfig, fit
+    from lineside.train.config import load_train_config
+    from lineside.train.distributed import fit_maybe_distributed
 
-    model_params = {}
-    if args.encoder:
-        model_params["encoder_name"] = args.encoder
-    if args.encoder_weights:
-        model_params["encoder_weights"] = args.encoder_weights
-    meta = fit(TrainConfig(data=args.data, out=args.out, architecture=args.architecture,
-                           model_params=model_params,
-                           epochs=args.epochs, max_minutes=args.max_minutes,
-                           batch_size=args.batch_size, crop=args.crop, tile=args.tile,
-                           samples_per_epoch=args.samples_per_epoch, lr=args.lr,
-                           val_fraction=args.val_fraction, seed=args.seed, limit=args.limit))
-    print(f"wrote {args.out}: val Dice {meta['metrics']['val_dice']:.4f}")
+    try:
+        config = load_train_config(args.config, overrides, {
+            "data": args.data, "out": args.out, "model.architecture": args.architecture,
+            "model.encoder_name": args.encoder, "model.encoder_weights": args.encoder_weights,
+            "epochs": args.epochs, "max_minutes": args.max_minutes,
+            "batch_size": args.batch_size, "samples_per_epoch": args.samples_per_epoch,
+            "optimizer.lr": args.lr, "val_fraction": args.val_fraction, "seed": args.seed,
+            "limit": args.limit})
+    except ConfigError as exc:
+        print(f"edge-train: {exc}", file=sys.stderr)
+        return 2
+    meta = fit_maybe_distributed(config)
+    if meta is not None:
+        print(f"wrote {config.out}: val Dice {meta['metrics']['val_dice']:.4f}")
     return 0
 
 

@@ -11,60 +11,39 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lineside.train.checkpoint import save_checkpoint
+from lineside.train.config import TrainConfig
 from lineside.train.data.severstal_dataset import CropDataset, StripSet, load_strips, split
 from lineside.train.data.synth import CLASS_NAMES
+from lineside.train.losses import create_loss
 from lineside.train.models import create_model, normalise
 from lineside.train.tuning import class_dice, tune_class
 
 log = logging.getLogger("lineside.train")
 
 
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    architecture: str = "mini_unet"
-    model_params: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 20
-    max_minutes: float = 0.0  # stop after this much training time (0: no limit)
-    batch_size: int = 4
-    crop: tuple[int, int] = (256, 256)
-    tile: tuple[int, int] = (256, 256)  # what the runtime feeds the exported model
-    samples_per_epoch: int = 128
-    lr: float = 5e-3
-    val_fraction: float = 0.15
-    seed: int = 0
-    limit: int = 0  # use only the first N strips (0: all)
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    probs = torch.sigmoid(logits)
-    dims = (0, 2, 3)
-    inter = (probs * target).sum(dims)
-    total = probs.sum(dims) + target.sum(dims)
-    return 1 - ((2 * inter + 1) / (total + 1)).mean()
-
-
 @torch.no_grad()
 def predict_strips(model: nn.Module, strips: StripSet, mean: float, std: float,
-                   batch: int = 4) -> np.ndarray:
+                   batch: int = 4, channels: int = 1, device: str = "cpu") -> np.ndarray:
     """(N, K, H, W) float16 probabilities on full strips."""
     model.eval()
     out = []
     for i in range(0, len(strips.names), batch):
-        frames = torch.from_numpy(strips.images[i:i + batch])[:, None]
-        out.append(torch.sigmoid(model(normalise(frames, mean, std))).half().numpy())
+        frames = normalise(torch.from_numpy(strips.images[i:i + batch])[:, None], mean, std)
+        if channels == 3:
+            frames = frames.expand(-1, 3, -1, -1)
+        out.append(torch.sigmoid(model(frames.to(device))).half().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -93,88 +72,199 @@ def tune_post_processing(probabilities: np.ndarray, strips: StripSet) -> list[di
     return tuned
 
 
-def fit(config: TrainConfig) -> dict[str, Any]:
+def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
+    settings = config.model
+    params: dict[str, Any] = {"in_channels": settings.in_channels, "classes": classes}
+    if settings.architecture == "mini_unet":
+        params["norm"] = settings.norm
+        if settings.widths:
+            params["widths"] = list(settings.widths)
+    else:
+        params["encoder_name"] = settings.encoder_name or "resnet34"
+        if settings.encoder_weights:
+            params["encoder_weights"] = settings.encoder_weights
+    return params
+
+
+def _optimiser(config: TrainConfig, model: nn.Module):
+    settings = config.optimizer
+    kind = torch.optim.AdamW if settings.name == "adamw" else torch.optim.Adam
+    optimizer = kind(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    elif settings.scheduler == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", patience=settings.plateau_patience, factor=0.5)
+    else:
+        scheduler = None
+    return optimizer, scheduler
+
+
+def make_loader(dataset: CropDataset, batch_size: int) -> DataLoader:
+    """Under DDP each rank takes its share of every global batch of `batch_size` crops."""
+    if dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} is not divisible by {world} processes")
+        sampler = DistributedSampler(dataset, shuffle=False)
+        return DataLoader(dataset, batch_size=batch_size // world, sampler=sampler)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion,
+               optimizer, scaler, mean: float, std: float, channels: int, device: str,
+               amp: bool, channels_last: bool) -> float:
+    inputs = normalise(images, mean, std)
+    if channels == 3:
+        inputs = inputs.expand(-1, 3, -1, -1)
+    inputs, targets = inputs.to(device), targets.to(device)
+    if channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type="cuda", enabled=amp):
+        loss = criterion(model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # DDP averages the gradients across ranks here
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
+def last_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".last" + out.suffix)
+
+
+def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None:
+    """Train, keeping the best checkpoint (by tuned validation Dice) at `config.out` and
+    the last one beside it (`<name>.last.pt`, used by `resume`)."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    if device is None:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    on_cuda = device.startswith("cuda")
+    main_process = rank == 0
     torch.manual_seed(config.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    if not on_cuda:
+        world = dist.get_world_size() if distributed else 1
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     strips = load_strips(config.data, limit=config.limit)
-    train_set, val_set = split(strips, config.val_fraction, config.seed)
+    train_set, val_set = split(strips, config.val_fraction, config.seed, config.folds,
+                               config.fold)
     if not len(val_set.names):
         raise ValueError("validation split is empty: use more strips or a larger val_fraction")
     mean = float(train_set.images.mean() / 255.0)
     std = float(train_set.images.std() / 255.0) or 1.0
-    log.info("%d training / %d validation strips, mean %.3f std %.3f", len(train_set.names),
-             len(val_set.names), mean, std)
+    log.info("%d training / %d validation strips, mean %.3f std %.3f, %s on %s",
+             len(train_set.names), len(val_set.names), mean, std,
+             config.model.architecture, device)
 
     classes = len(strips.class_ids)
-    params = {"in_channels": 1, "classes": classes, **config.model_params}
-    model = create_model(config.architecture, **params)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    bce = nn.BCEWithLogitsLoss()
-    dataset = CropDataset(train_set, tuple(config.crop), config.seed, config.samples_per_epoch)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=0)
+    params = model_params(config, classes)
+    model = create_model(config.model.architecture, **params).to(device)
+    if on_cuda and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = model  # what is saved; `model` may become its DDP wrapper
+    if distributed:
+        if on_cuda:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            net = model
+        model = DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
+    optimizer, scheduler = _optimiser(config, model)
+    criterion = create_loss(config.loss)
+    scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and config.amp)
+    dataset = CropDataset(train_set, tuple(config.crop), config.seed, config.samples_per_epoch,
+                          config.defect_share, config.augment)
+    loader = make_loader(dataset, config.batch_size)
+    channels = config.model.in_channels
 
     history_path = out.with_suffix(".jsonl")
-    history_path.write_text("")
     best: dict[str, Any] = {"dice": -1.0}
-    best_state = None
-    began = time.monotonic()
-    for epoch in range(config.epochs):
+    best_state, start_epoch, elapsed_before, stale = None, 0, 0.0, 0
+    if config.resume and last_path(out).exists():
+        state = torch.load(last_path(out), map_location=device, weights_only=True)
+        net.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        start_epoch, elapsed_before = state["epoch"], state["elapsed_s"]
+        best, stale = state["best"], state["stale"]
+        best_state = state.get("best_state_dict")
+        log.info("resumed after epoch %d (best val Dice %.4f)", start_epoch, best["dice"])
+    elif main_process:
+        history_path.write_text("")
+    began = time.monotonic() - elapsed_before
+    for epoch in range(start_epoch, config.epochs):
         model.train()
         dataset.epoch = epoch
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   leave=False, mininterval=2.0, disable=None)
+                   leave=False, mininterval=2.0, disable=None if main_process else True)
         for images, targets in bar:
-            logits = model(normalise(images, mean, std))
-            loss = bce(logits, targets) + soft_dice_loss(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(train_step(model, images, targets, criterion, optimizer, scaler,
+                                     mean, std, channels, device, on_cuda and config.amp,
+                                     on_cuda and config.channels_last))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        scheduler.step()
-        probabilities = predict_strips(model, val_set, mean, std)
+        # Every rank scores the same (synchronised) model, so all agree on best and stop.
+        probabilities = predict_strips(net, val_set, mean, std, channels=channels,
+                                       device=device)
         untuned = evaluate(probabilities, val_set, [0.5] * classes, [0] * classes)
         tuned = tune_post_processing(probabilities, val_set)
         scores = evaluate(probabilities, val_set, [c["threshold"] for c in tuned],
                           [c["min_area"] for c in tuned])
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(scores["dice"])
+        elif scheduler is not None:
+            scheduler.step()
         elapsed = time.monotonic() - began
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                   "val_dice": scores["dice"], "val_dice_untuned": untuned["dice"],
-                  "val_dice_per_class": scores["dice_per_class"], "elapsed_s": round(elapsed, 1)}
-        with open(history_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+                  "val_dice_per_class": scores["dice_per_class"],
+                  "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}
+        if main_process:
+            with open(history_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
         log.info("epoch %d loss %.4f val Dice %.4f tuned, %.4f at 0.5 (%.0f s)", epoch + 1,
                  record["loss"], scores["dice"], untuned["dice"], elapsed)
         # Select on the metric the line will see: Dice after tuned post-processing.
         if scores["dice"] > best["dice"]:
             best = {**scores, "epoch": epoch + 1, "untuned": untuned["dice"], "classes": tuned}
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            stale = 0
+        else:
+            stale += 1
+        if main_process:
+            torch.save({"state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "epoch": epoch + 1, "elapsed_s": elapsed, "best": best,
+                        "stale": stale, "best_state_dict": best_state}, last_path(out))
+        if config.early_stopping and stale >= config.early_stopping:
+            log.info("early stopping: no better val Dice for %d epochs", stale)
+            break
         if config.max_minutes and elapsed > config.max_minutes * 60:
             log.info("time budget of %.1f min reached after epoch %d", config.max_minutes,
                      epoch + 1)
             break
 
-    model.load_state_dict(best_state)
+    if not main_process:
+        return None
+    net.load_state_dict(best_state)
     log.info("best epoch %d: val Dice %.4f with tuned post-processing (%.4f at 0.5)",
              best["epoch"], best["dice"], best["untuned"])
     meta = {
         # Pretrained weights are in the state dict now; a reload must not need the file.
-        "architecture": config.architecture,
+        "architecture": config.model.architecture,
         "model_params": {k: v for k, v in params.items() if k != "encoder_weights"},
         "classes": best["classes"],
-        "in_channels": 1, "tile": list(config.tile), "frame": list(strips.images.shape[1:]),
-        "mean": mean, "std": std,
+        "in_channels": channels, "tile": list(config.tile),
+        "frame": list(strips.images.shape[1:]), "mean": mean, "std": std,
         "metrics": {"val_dice_untuned": best["untuned"], "val_dice": best["dice"],
                     "val_dice_per_class": best["dice_per_class"], "best_epoch": best["epoch"],
                     "val_strips": len(val_set.names), "train_strips": len(train_set.names)},
-        "train_config": {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in asdict(config).items()},
+        "train_config": config.to_json(),
     }
-    save_checkpoint(out, model, meta)
+    save_checkpoint(out, net.cpu(), meta)
     plot_history(history_path, out.with_suffix(".png"))
     return meta
 

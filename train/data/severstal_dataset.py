@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from lineside.edge import rle
 from lineside.edge.severstal import read_labels
+from lineside.train.config import Augmentation
 
 
 @dataclass
@@ -67,14 +68,24 @@ def load_strips(root: str | Path, class_ids: tuple[int, ...] = (1, 2, 3, 4),
     return StripSet(names, images, bits, class_ids)
 
 
-def split(strips: StripSet, val_fraction: float, seed: int) -> tuple[StripSet, StripSet]:
-    """Deterministic split, stratified by the set of classes each strip holds."""
+def split(strips: StripSet, val_fraction: float, seed: int, folds: int = 0,
+          fold: int = 0) -> tuple[StripSet, StripSet]:
+    """Deterministic split, stratified by the set of classes each strip holds.
+
+    With `folds` > 1, every stratum is dealt round-robin into `folds` parts and part
+    `fold` validates (k-fold cross-validation); otherwise `val_fraction` of each stratum.
+    """
     rng = np.random.default_rng(seed)
     keys = [tuple(row) for row in strips.presence()]
     train, val = [], []
     for key in sorted(set(keys)):
         members = [i for i, k in enumerate(keys) if k == key]
         rng.shuffle(members)
+        if folds > 1:
+            chosen = set(members[fold::folds])
+            val += [i for i in members if i in chosen]
+            train += [i for i in members if i not in chosen]
+            continue
         n_val = round(len(members) * val_fraction)
         val += members[:n_val]
         train += members[n_val:]
@@ -89,10 +100,12 @@ class CropDataset(Dataset):
     """
 
     def __init__(self, strips: StripSet, crop: tuple[int, int], seed: int,
-                 samples_per_epoch: int, defect_share: float = 0.5) -> None:
+                 samples_per_epoch: int, defect_share: float = 0.5,
+                 augment: Augmentation | None = None) -> None:
         self.strips, self.crop = strips, crop
         self.seed, self.samples = seed, samples_per_epoch
         self.defect_share = defect_share
+        self.augment = augment or Augmentation()
         self.epoch = 0
         self.defective = [i for i in range(len(strips.names)) if strips.bits[i].any()]
 
@@ -118,9 +131,35 @@ class CropDataset(Dataset):
         ch, cw = self.crop
         image = self.strips.images[i, y:y + ch, x:x + cw]
         masks = self.strips.masks(i)[:, y:y + ch, x:x + cw]
-        if rng.random() < 0.5:
-            image, masks = image[:, ::-1], masks[:, :, ::-1]
-        if rng.random() < 0.5:
-            image, masks = image[::-1], masks[:, ::-1]
+        image, masks = augment(image, masks, self.augment, rng)
         return (torch.from_numpy(np.ascontiguousarray(image))[None],
                 torch.from_numpy(np.ascontiguousarray(masks)).float())
+
+
+def augment(image: np.ndarray, masks: np.ndarray, settings: Augmentation,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flips, small rotation/translation (same warp for image and masks, nearest for masks),
+    brightness/contrast and sensor noise (image only)."""
+    if rng.random() < settings.hflip:
+        image, masks = image[:, ::-1], masks[:, :, ::-1]
+    if rng.random() < settings.vflip:
+        image, masks = image[::-1], masks[:, ::-1]
+    if settings.rotate_deg or settings.translate_px:
+        height, width = image.shape
+        angle = rng.uniform(-settings.rotate_deg, settings.rotate_deg)
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+        matrix[:, 2] += rng.uniform(-settings.translate_px, settings.translate_px, 2)
+        image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (width, height),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        masks = np.stack([cv2.warpAffine(np.ascontiguousarray(m), matrix, (width, height),
+                                         flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+                          for m in masks])
+    if settings.brightness or settings.contrast or settings.noise_std:
+        pixels = image.astype(np.float32)
+        gain = 1 + rng.uniform(-settings.contrast, settings.contrast)
+        offset = rng.uniform(-settings.brightness, settings.brightness) * 255
+        pixels = (pixels - 128) * gain + 128 + offset
+        if settings.noise_std:
+            pixels += rng.normal(0, settings.noise_std, pixels.shape)
+        image = np.clip(pixels, 0, 255).astype(np.uint8)
+    return image, masks

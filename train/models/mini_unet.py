@@ -11,27 +11,35 @@ import torch
 from torch import nn
 
 
-def _double_conv(cin: int, cout: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    # GroupNorm does not depend on the batch: exact under DDP on CPUs, where
+    # SyncBatchNorm is not available, and stable at tiny batch sizes.
+    return nn.BatchNorm2d(channels) if kind == "batch" else nn.GroupNorm(4, channels)
+
+
+def _double_conv(cin: int, cout: int, norm: str) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(norm, cout),
         nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(norm, cout),
         nn.ReLU(inplace=True),
     )
 
 
 class MiniUNet(nn.Module):
     def __init__(self, in_channels: int = 1, classes: int = 4,
-                 widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
+                 widths: tuple[int, ...] = (8, 16, 32, 64), norm: str = "batch") -> None:
         super().__init__()
+        if norm not in ("batch", "group"):
+            raise ValueError(f"norm {norm!r} is not batch or group")
         self.downs = nn.ModuleList()
         cin = in_channels
         for width in widths:
-            self.downs.append(_double_conv(cin, width))
+            self.downs.append(_double_conv(cin, width, norm))
             cin = width
         self.pool = nn.MaxPool2d(2)
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.ups = nn.ModuleList(_double_conv(widths[i + 1] + widths[i], widths[i])
+        self.ups = nn.ModuleList(_double_conv(widths[i + 1] + widths[i], widths[i], norm)
                                  for i in reversed(range(len(widths) - 1)))
         self.head = nn.Conv2d(widths[0], classes, 1)
 
