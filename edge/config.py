@@ -140,7 +140,7 @@ def _validate_camera(camera_id: str, settings: CameraSettings) -> None:
             _check_range(f"{where}.rules.{class_id}.max_count", rule.max_count, 0, 2**31)
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
+def build_dataclass(cls: type, values: Any, where: str) -> Any:
     """Build dataclass `cls` from plain TOML/flag values, with errors that name the key."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a table, got {values!r}")
@@ -162,7 +162,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if is_dataclass(hint):
-        return _build(hint, value, where)
+        return build_dataclass(hint, value, where)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
@@ -218,12 +218,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConf
             values[key] = value
     camera_values = {k: values.pop(k) for k in list(values) if k in CAMERA_KEYS}
     per_camera = values.pop("cameras", {})
-    config = _build(ServeConfig, values, "")
-    config.camera = _build(CameraSettings, camera_values, "camera")
+    config = build_dataclass(ServeConfig, values, "")
+    config.camera = build_dataclass(CameraSettings, camera_values, "camera")
     if not isinstance(per_camera, dict):
         raise ConfigError("cameras: expected a table of camera ids")
     for camera_id, table in per_camera.items():
-        override = _build(CameraSettings, table, f"cameras.{camera_id}")
+        override = build_dataclass(CameraSettings, table, f"cameras.{camera_id}")
         merged = replace(config.camera, **{k: getattr(override, k) for k in table})
         for name in ("thresholds", "min_area", "rules"):  # per-class tables merge
             if name in table:

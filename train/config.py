@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from lineside.edge.config import ConfigError, _build
+from lineside.edge.config import ConfigError, build_dataclass
 
 LOSSES = ("bce_dice", "bce", "dice", "focal", "tversky", "focal_tversky", "lovasz")
 OPTIMIZERS = ("adam", "adamw")
@@ -167,4 +167,4 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         if value is not None:
             _set_dotted(values, key, value)
     values = _merge(values, parse_overrides(overrides or []))
-    return _build(TrainConfig, values, "").validate()
+    return build_dataclass(TrainConfig, values, "").validate()

@@ -13,7 +13,7 @@ from typing import Any
 
 import tomllib
 
-from lineside.edge.config import ConfigError, _build
+from lineside.edge.config import ConfigError, build_dataclass
 
 PROTOCOLS = ("modbus", "opcua")
 VERDICT_CODES = {"OK": 1, "REJECT": 2, "ERROR": 3}
@@ -78,4 +78,4 @@ def load_plc_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         raise ConfigError(f"config file {path}: {exc}") from None
     values = dict(values.get("plc", values))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return _build(PlcConfig, values, "plc").validate()
+    return build_dataclass(PlcConfig, values, "plc").validate()
