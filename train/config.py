@@ -73,6 +73,9 @@ class TrainConfig:
     fold: int = 0  # ... and validate on this one
     seed: int = 0
     limit: int = 0  # use only the first N strips (0: all)
+    class_ids: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    label_names: dict[str, int] = field(default_factory=dict)  # LabelMe label -> class id
+    resize: list[int] | None = None  # [height, width] for images of differing sizes
     amp: bool = True  # mixed precision, on CUDA only
     channels_last: bool = True  # on CUDA only
     resume: bool = False  # continue from `out`'s last checkpoint when it exists

@@ -62,12 +62,14 @@ def evaluate(probabilities: np.ndarray, strips: StripSet,
                                for k, c in enumerate(strips.class_ids)}}
 
 
-def tune_post_processing(probabilities: np.ndarray, strips: StripSet) -> list[dict[str, Any]]:
+def tune_post_processing(probabilities: np.ndarray, strips: StripSet,
+                         names: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """Per-class threshold and minimum area that maximise validation Dice."""
+    names = names or CLASS_NAMES
     tuned = []
     for k, class_id in enumerate(strips.class_ids):
         threshold, min_area, _ = tune_class(probabilities[:, k], (strips.bits >> k) & 1)
-        tuned.append({"id": class_id, "name": CLASS_NAMES.get(class_id, f"class{class_id}"),
+        tuned.append({"id": class_id, "name": names.get(class_id, f"class{class_id}"),
                       "threshold": threshold, "min_area": min_area})
     return tuned
 
@@ -149,7 +151,9 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    strips = load_strips(config.data, limit=config.limit)
+    strips = load_strips(config.data, tuple(config.class_ids), config.limit,
+                         tuple(config.resize) if config.resize else None,
+                         config.label_names or None)
     train_set, val_set = split(strips, config.val_fraction, config.seed, config.folds,
                                config.fold)
     if not len(val_set.names):
@@ -210,7 +214,8 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         probabilities = predict_strips(net, val_set, mean, std, channels=channels,
                                        device=device)
         untuned = evaluate(probabilities, val_set, [0.5] * classes, [0] * classes)
-        tuned = tune_post_processing(probabilities, val_set)
+        tuned = tune_post_processing(probabilities, val_set,
+                                     {v: k for k, v in config.label_names.items()})
         scores = evaluate(probabilities, val_set, [c["threshold"] for c in tuned],
                           [c["min_area"] for c in tuned])
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from lineside.edge import rle
 from lineside.edge.severstal import read_labels
 from lineside.train.config import Augmentation
+from lineside.train.data.formats import detect_format, read_labelme, read_mask_folders
 
 
 @dataclass
@@ -44,8 +45,15 @@ class StripSet:
 
 
 def load_strips(root: str | Path, class_ids: tuple[int, ...] = (1, 2, 3, 4),
-                limit: int = 0) -> StripSet:
+                limit: int = 0, resize: tuple[int, int] | None = None,
+                label_names: dict[str, int] | None = None) -> StripSet:
+    """A labelled folder in any supported format (train.data.formats) in memory."""
     root = Path(root)
+    kind = detect_format(root)
+    if kind != "severstal":
+        reader = read_mask_folders(root, class_ids) if kind == "mask_folders" else \
+            read_labelme(root, class_ids, label_names)
+        return _from_pairs(reader, class_ids, limit, resize)
     labels = read_labels(root / "train.csv")
     folder = root / "train_images"
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
@@ -66,6 +74,31 @@ def load_strips(root: str | Path, class_ids: tuple[int, ...] = (1, 2, 3, 4),
             if encoded:
                 bits[i] |= rle.decode(encoded, first.shape) << k
     return StripSet(names, images, bits, class_ids)
+
+
+def _from_pairs(pairs, class_ids: tuple[int, ...], limit: int,
+                resize: tuple[int, int] | None) -> StripSet:
+    names, images, bits = [], [], []
+    for name, gray, masks in pairs:
+        if resize:
+            height, width = resize
+            gray = cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
+            masks = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST)
+                              for m in masks])
+        if images and gray.shape != images[0].shape:
+            raise ValueError(f"{name} is {gray.shape}, others {images[0].shape}: set `resize` "
+                             "in the training config")
+        plane = np.zeros(gray.shape, np.uint8)
+        for k in range(len(class_ids)):
+            plane |= (masks[k] > 0).astype(np.uint8) << k
+        names.append(name)
+        images.append(gray)
+        bits.append(plane)
+        if limit and len(names) >= limit:
+            break
+    if not names:
+        raise FileNotFoundError("no labelled images found")
+    return StripSet(names, np.stack(images), np.stack(bits), class_ids)
 
 
 def split(strips: StripSet, val_fraction: float, seed: int, folds: int = 0,
