@@ -193,22 +193,25 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 CAMERA_KEYS = {f.name for f in fields(CameraSettings)}
 
 
+def read_toml_table(path: str | Path, table: str) -> dict[str, Any]:
+    """The `[table]` of a TOML file (or the whole file when it has no such table)."""
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return dict(values.get(table, values))
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
     """Config from an optional TOML file, then flag overrides (None means not given).
 
     Camera settings may sit at the top of `[serve]` (they become the defaults for every
     camera) or in `[serve.cameras.<id>]` (one camera, on top of the defaults).
     """
-    values: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        values = dict(values.get("serve", values))
+    values = read_toml_table(path, "serve") if path else {}
     for key, value in overrides.items():
         if value is None:
             continue

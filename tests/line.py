@@ -47,13 +47,32 @@ def serve(bundle, *args: str, input_mode: str = "pull", frames_in: str | None = 
         if sender:
             sender.close()
         subscriber.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    """SIGTERM (the daemon drains and exits 0), then SIGKILL if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# Daemon config with one camera whose frames always REJECT (every pixel counts as class 1)
+# and one whose frames are always OK (no probability exceeds 1.0): known verdicts from a
+# real model, whatever it learnt.
+SPLIT_VERDICTS_CONFIG = """
+[serve.cameras.bad.thresholds]
+1 = 0.0
+[serve.cameras.good.thresholds]
+1 = 1.0
+2 = 1.0
+3 = 1.0
+4 = 1.0
+"""
 
 
 def strip(seed: int, shape: tuple[int, int] = (256, 1600)) -> np.ndarray:

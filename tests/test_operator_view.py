@@ -14,19 +14,11 @@ import numpy as np
 import pytest
 
 from .conftest import free_endpoint
-from .line import collect, header, serve, strip
+from .line import SPLIT_VERDICTS_CONFIG, collect, header, serve, strip
 
 pytestmark = pytest.mark.slow
 
-DAEMON_CONFIG = """
-[serve.cameras.bad.thresholds]
-1 = 0.0
-[serve.cameras.good.thresholds]
-1 = 1.0
-2 = 1.0
-3 = 1.0
-4 = 1.0
-"""
+DAEMON_CONFIG = SPLIT_VERDICTS_CONFIG
 
 
 def get(port: int, path: str) -> bytes:

@@ -16,22 +16,14 @@ import zmq
 import zmq.auth
 
 from .conftest import free_endpoint
-from .line import header, serve, strip
+from .line import SPLIT_VERDICTS_CONFIG, header, serve, stop_process, strip
 
 pytestmark = pytest.mark.slow
 
 FAULT, HEARTBEAT = 0, 0  # coil 0, holding register 0
 BAD = {"reject": 10, "last_frame_id": 100, "verdict": 102, "results": 104, "rejects": 106}
 GOOD = {"reject": 11, "last_frame_id": 120, "verdict": 122, "results": 124, "rejects": 126}
-DAEMON_CONFIG = """
-[serve.cameras.bad.thresholds]
-1 = 0.0
-[serve.cameras.good.thresholds]
-1 = 1.0
-2 = 1.0
-3 = 1.0
-4 = 1.0
-"""
+DAEMON_CONFIG = SPLIT_VERDICTS_CONFIG
 
 
 def free_port() -> int:
@@ -130,15 +122,6 @@ def start_gateway(config: Path) -> subprocess.Popen:
                             text=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def wait_for(condition, timeout_s: float, what: str) -> float:
     began = time.monotonic()
     while not condition():
@@ -195,7 +178,7 @@ def test_every_reject_pulses_the_bit_and_counters_match(trained_bundle, plc, tmp
             assert plc.u32(130) == 256 * 512  # class 1 area of the last bad frame
             assert plc.coil(GOOD["reject"]) is False
         finally:
-            stop(gateway)
+            stop_process(gateway)
 
 
 def test_killing_the_daemon_sets_the_fault_bit_and_a_restart_clears_it(
@@ -216,7 +199,7 @@ def test_killing_the_daemon_sets_the_fault_bit_and_a_restart_clears_it(
             wait_for(lambda: not plc.coil(FAULT), 20, "the fault to clear after restart")
             assert heartbeat_toggles(plc)
     finally:
-        stop(gateway)
+        stop_process(gateway)
 
 
 def test_lost_plc_connection_sets_the_fault_bit_on_reconnect(trained_bundle, tmp_path):
@@ -236,7 +219,7 @@ def test_lost_plc_connection_sets_the_fault_bit_on_reconnect(trained_bundle, tmp
             finally:
                 second.stop()
         finally:
-            stop(gateway)
+            stop_process(gateway)
 
 
 def test_curve_admits_the_right_gateway_and_refuses_wrong_keys(trained_bundle, tmp_path):
@@ -344,7 +327,7 @@ rejects = "{node.format('Bad.Rejects')}"
                 assert value("Bad.Verdict") == 2 and value("Bad.Reject") is True
                 assert value("Fault") is False
             finally:
-                stop(gateway)
+                stop_process(gateway)
     finally:
         stop_server.set()
         thread.join(10)

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from lineside.edge.config import ConfigError, build_dataclass
+from lineside.edge.config import ConfigError, build_dataclass, read_toml_table
 
 PROTOCOLS = ("modbus", "opcua")
 VERDICT_CODES = {"OK": 1, "REJECT": 2, "ERROR": 3}
@@ -69,13 +67,6 @@ class PlcConfig:
 
 
 def load_plc_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PlcConfig:
-    try:
-        with open(path, "rb") as handle:
-            values = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
-    values = dict(values.get("plc", values))
+    values = read_toml_table(path, "plc")
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return build_dataclass(PlcConfig, values, "plc").validate()
