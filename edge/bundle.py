@@ -37,6 +37,7 @@ class ClassSpec:
     name: str
     threshold: float = 0.5  # pixel probability threshold
     min_area: int = 0  # a class mask with fewer pixels is dropped (Severstal solutions: 600+)
+    gate_threshold: float = 0.0  # with a presence gate: below this the class mask is dropped
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Manifest:
     std: float = 1.0
     input_name: str = "frames"
     output_name: str = "probabilities"
+    presence_name: str = ""  # second output (N, K) when the model has a presence gate
     frame_height: int = 256
     frame_width: int = 1600
     models: dict[str, ModelFile] = field(default_factory=dict)

@@ -33,6 +33,7 @@ from lineside.edge.metrics import DaemonMetrics, MetricsServer
 from lineside.edge.postprocess import (
     VERDICT_ERROR,
     VERDICT_REJECT,
+    apply_gate,
     decide,
     find_defects,
     label_map,
@@ -122,6 +123,7 @@ class InferredFrame:
     grid: TileGrid
     model: LoadedModel
     tiles_out: np.ndarray | None  # (N, K, th, tw) probabilities; None when inference failed
+    presence: np.ndarray | None = None  # (K,) frame presence (max over tiles), gated models
     error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -421,23 +423,28 @@ class Daemon:
             max_batch = self.config.max_batch
             began = time.perf_counter()
             try:
-                outputs = np.concatenate([
-                    batch.model.backend.infer(np.ascontiguousarray(batch.tiles[i:i + max_batch]))
-                    for i in range(0, len(batch.tiles), max_batch)])
+                parts = [batch.model.backend.infer_with_presence(
+                    np.ascontiguousarray(batch.tiles[i:i + max_batch]))
+                    for i in range(0, len(batch.tiles), max_batch)]
+                outputs = np.concatenate([p for p, _ in parts])
+                presence = None if parts[0][1] is None else np.concatenate([g for _, g in parts])
                 error = ""
             except Exception as exc:  # the frames get ERROR verdicts; the daemon goes on
                 log.exception("inference failed for %d frame(s)", len(batch.frames))
                 self.counters.add("infer_failures")
-                outputs, error = None, f"inference failed: {type(exc).__name__}: {exc}"
+                outputs, presence = None, None
+                error = f"inference failed: {type(exc).__name__}: {exc}"
             infer_s = time.perf_counter() - began
             self.metrics.stage_seconds.labels("infer").observe(infer_s)
             self.metrics.batch_tiles.observe(len(batch.tiles))
             offset = 0
             for frame, grid in zip(batch.frames, batch.grids, strict=True):
                 part = None if outputs is None else outputs[offset:offset + grid.count]
+                frame_presence = None if presence is None else \
+                    presence[offset:offset + grid.count].max(axis=0)
                 offset += grid.count
-                self._inferred.put(InferredFrame(frame, grid, batch.model, part, error,
-                                                 {"infer_ms": infer_s * 1000}))
+                self._inferred.put(InferredFrame(frame, grid, batch.model, part, frame_presence,
+                                                 error, {"infer_ms": infer_s * 1000}))
         self._inferred.put(_END)
 
     def _decide_loop(self) -> None:
@@ -463,7 +470,7 @@ class Daemon:
                 "classes": {}, "defects": []})]
         classes = item.model.classes_for(camera)
         probabilities = stitch(item.tiles_out, item.grid)
-        masks = threshold_masks(probabilities, classes)
+        masks = apply_gate(threshold_masks(probabilities, classes), item.presence, classes)
         summaries, defects = find_defects(probabilities, masks, classes)
         verdict, reasons = decide(summaries, camera.rule)
         elapsed_ms = (time.time_ns() - item.frame.received_ns) / 1e6
@@ -477,6 +484,9 @@ class Daemon:
                   "defects": [d.to_json() for d in defects],
                   "model": item.model.bundle.manifest.name,
                   "infer_ms": round(item.timings["infer_ms"], 3)}
+        if item.presence is not None:
+            reject["presence"] = {str(c.id): round(float(item.presence[k]), 4)
+                                  for k, c in enumerate(classes)}
         messages = [(protocol.TOPIC_REJECT, reject)]
         if self.view is not None:
             self.view.offer(header.camera_id, header.frame_id, item.frame.pixels, masks, verdict)

@@ -14,7 +14,7 @@ import numpy as np
 
 from lineside.edge.backends import Backend
 from lineside.edge.bundle import ClassSpec
-from lineside.edge.postprocess import threshold_masks
+from lineside.edge.postprocess import apply_gate, threshold_masks
 from lineside.edge.scoring import dice_pairs, iou_pairs
 from lineside.edge.severstal import masks_for, read_labels
 from lineside.edge.tiling import cut, make_grid, stitch
@@ -45,15 +45,18 @@ class LabelledFrames:
 
 
 def predict_frame(backend: Backend, gray: np.ndarray, tile: tuple[int, int],
-                  in_channels: int = 1, max_batch: int = 8) -> np.ndarray:
-    """(K, H, W) probabilities for one frame, exactly as the daemon computes them."""
+                  in_channels: int = 1, max_batch: int = 8
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(K, H, W) probabilities and (K,) frame presence (or None) for one frame, exactly
+    as the daemon computes them."""
     grid = make_grid(gray.shape, tile)
     tiles = cut(gray, grid)
     if in_channels != 1:
         tiles = np.repeat(tiles, in_channels, axis=1)
-    outputs = np.concatenate([backend.infer(np.ascontiguousarray(tiles[i:i + max_batch]))
-                              for i in range(0, len(tiles), max_batch)])
-    return stitch(outputs, grid)
+    parts = [backend.infer_with_presence(np.ascontiguousarray(tiles[i:i + max_batch]))
+             for i in range(0, len(tiles), max_batch)]
+    presence = None if parts[0][1] is None else np.concatenate([g for _, g in parts]).max(0)
+    return stitch(np.concatenate([p for p, _ in parts]), grid), presence
 
 
 def score(backend: Backend, frames: LabelledFrames, classes: list[ClassSpec],
@@ -64,7 +67,8 @@ def score(backend: Backend, frames: LabelledFrames, classes: list[ClassSpec],
     dice, iou, correct, predicted_any, truth_any, kept = [], [], 0, [], [], []
     pixels = 0
     for gray, truth in zip(frames.images, frames.truths, strict=True):
-        masks = threshold_masks(predict_frame(backend, gray, tile, in_channels), classes)
+        probabilities, presence = predict_frame(backend, gray, tile, in_channels)
+        masks = apply_gate(threshold_masks(probabilities, classes), presence, classes)
         dice.append(dice_pairs(masks, truth)[0])
         iou.append(iou_pairs(masks, truth)[0])
         correct += int((masks.astype(bool) == truth.astype(bool)).sum())

@@ -27,7 +27,14 @@ from lineside.edge.bundle import ClassSpec, Manifest, ModelFile, sha256_file, wr
 from lineside.edge.evaluation import LabelledFrames, score
 from lineside.export.fp16 import convert_fp16
 from lineside.export.int8 import FLOAT_ENDS_SCHEDULE, quantize
-from lineside.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, parity
+from lineside.export.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PRESENCE_NAME,
+    export_onnx,
+    has_gate,
+    parity,
+)
 from lineside.train.checkpoint import load_checkpoint
 from lineside.train.models import DeployedModel
 
@@ -192,6 +199,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
         classes=[ClassSpec(**c) for c in meta["classes"]],
         tile_height=tile[0], tile_width=tile[1], in_channels=in_channels,
         mean=meta["mean"], std=meta["std"], input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+        presence_name=PRESENCE_NAME if has_gate(deployed, in_channels, tile) else "",
         frame_height=meta["frame"][0], frame_width=meta["frame"][1],
         models={"fp32": ModelFile(fp32.name, sha256_file(fp32), "fp32")},
         parity={"fp32": {**check, "tolerance": PARITY_TOLERANCE,

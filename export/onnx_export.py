@@ -18,6 +18,13 @@ for _name in ("onnx_ir", "onnxscript"):
 
 INPUT_NAME = "frames"
 OUTPUT_NAME = "probabilities"
+PRESENCE_NAME = "presence"
+
+
+def has_gate(model: nn.Module, in_channels: int, tile: tuple[int, int]) -> bool:
+    with torch.no_grad():
+        out = model.eval()(torch.zeros((1, in_channels, *tile), dtype=torch.uint8))
+    return isinstance(out, tuple)
 
 
 def export_onnx(model: nn.Module, path: Path, in_channels: int,
@@ -27,13 +34,15 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int,
     The example batch is 2, not 1: some exporters bake a batch of 1 into Reshape nodes.
     """
     example = torch.randint(0, 256, (2, in_channels, *tile), dtype=torch.uint8)
+    outputs = [OUTPUT_NAME, PRESENCE_NAME] if has_gate(model, in_channels, tile) \
+        else [OUTPUT_NAME]
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC,
             3: torch.export.Dim.DYNAMIC}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not ours
         program = torch.onnx.export(
             model.eval(), (example,), dynamo=True, external_data=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            input_names=[INPUT_NAME], output_names=outputs,
             dynamic_shapes={"frames": dims}, verbose=False)
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
@@ -54,14 +63,17 @@ def parity(model: nn.Module, onnx_path: Path, in_channels: int,
     for batch, height, width in shapes:
         frames = rng.integers(0, 256, (batch, in_channels, height, width), dtype=np.uint8)
         with torch.no_grad():
-            expected = model(torch.from_numpy(frames)).numpy()
-        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: frames})
-        if actual.shape != expected.shape:
-            raise RuntimeError(f"ONNX output shape {actual.shape} != torch {expected.shape} "
-                               f"for input {frames.shape}")
-        diff = np.abs(actual - expected)
-        worst = max(worst, float(diff.max()))
-        total, count = total + float(diff.sum()), count + diff.size
+            expected = model(torch.from_numpy(frames))
+        expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else
+                                        (expected,))]
+        actual = session.run(None, {INPUT_NAME: frames})
+        for got, want in zip(actual, expected, strict=True):
+            if got.shape != want.shape:
+                raise RuntimeError(f"ONNX output shape {got.shape} != torch {want.shape} "
+                                   f"for input {frames.shape}")
+            diff = np.abs(got - want)
+            worst = max(worst, float(diff.max()))
+            total, count = total + float(diff.sum()), count + diff.size
     return {"max_abs_diff": worst, "mean_abs_diff": total / count,
             "shapes": [list(s) for s in shapes],
             "runtime": f"onnxruntime {ort.__version__} CPU"}

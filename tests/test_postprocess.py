@@ -56,3 +56,28 @@ def test_label_map_takes_the_more_probable_class_where_masks_overlap():
     labels = label_map(p, masks, [1, 3])
     assert labels[0].tolist() == [1] * 4 and labels[1].tolist() == [1] * 4
     assert labels[2].tolist() == [3] * 4 and labels[3].tolist() == [0] * 4
+
+
+def test_presence_gate_drops_doubtful_classes():
+    from lineside.edge.postprocess import apply_gate
+
+    classes = [ClassSpec(1, "a", 0.5, 0, gate_threshold=0.6), ClassSpec(2, "b", 0.5, 0)]
+    masks = np.ones((2, 4, 4), np.uint8)
+    gated = apply_gate(masks.copy(), np.array([0.4, 0.1]), classes)
+    assert gated[0].sum() == 0  # presence 0.4 < 0.6
+    assert gated[1].sum() == 16  # no gate threshold for class 2
+    assert apply_gate(masks.copy(), None, classes).sum() == 32
+
+
+def test_tuning_turns_the_gate_on_when_it_removes_false_positives():
+    from lineside.train.tuning import tune_class
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((20, 16, 16), np.uint8)
+    truth[:10, 4:8, 4:8] = 1  # half the images hold the class
+    probabilities = np.where(truth > 0, 0.9, 0.0).astype(np.float32)
+    probabilities[10:, 0:12, 0:12] = 0.9  # big false positives on the clean half
+    presence = np.r_[rng.uniform(0.8, 1.0, 10), rng.uniform(0.0, 0.2, 10)]
+    _, _, gate, dice = tune_class(probabilities, truth, presence)
+    assert gate > 0 and dice == 1.0
+    assert tune_class(probabilities, truth)[3] < 1.0  # without the gate it cannot get there

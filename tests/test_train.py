@@ -151,3 +151,29 @@ def test_edge_eval_on_bundle_and_checkpoint_agree(trained_bundle, synth_data, tm
     assert len(list((tmp_path / "bundle").glob("worst-*.png"))) == 3
     assert "Dice" in bundle.stdout or "dice" in bundle.stdout
     assert ckpt.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture, encoder", [("mini_unet", None), ("unet", "resnet18")])
+def test_presence_gate_trains_exports_and_gates_in_the_runtime(synth_data, tmp_path,
+                                                               architecture, encoder):
+    from lineside.edge.backends import create_backend
+    from lineside.edge.bundle import load_bundle
+    from lineside.edge.evaluation import predict_frame
+
+    checkpoint = tmp_path / "g.pt"
+    args = [f"data={synth_data}", f"out={checkpoint}", f"model.architecture={architecture}",
+            "model.gate=true", "epochs=1", "samples_per_epoch=4", "batch_size=2",
+            "crop=[64, 128]", "tile=[64, 128]", "limit=8", "val_fraction=0.25"]
+    if encoder:
+        args.append(f"model.encoder_name={encoder}")
+    run_module("lineside.train.cli", *args)
+    run_module("lineside.export.cli", str(checkpoint), "-o", str(tmp_path / "bundle"))
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.manifest.presence_name == "presence"
+    assert all(hasattr(c, "gate_threshold") for c in bundle.manifest.classes)
+    backend = create_backend("ort-cpu", bundle)
+    gray = np.random.default_rng(0).integers(60, 140, (64, 300), dtype=np.uint8)
+    probabilities, presence = predict_frame(backend, gray, (64, 128))
+    assert probabilities.shape == (4, 64, 300) and presence.shape == (4,)
+    assert ((presence >= 0) & (presence <= 1)).all()

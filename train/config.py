@@ -30,6 +30,7 @@ class ModelSettings:
     in_channels: int = 1  # 1 (grey) or 3 (grey replicated, for pretrained RGB encoders)
     widths: list[int] | None = None  # MiniUNet only
     norm: str = "batch"  # MiniUNet only: batch | group (exact under CPU DDP)
+    gate: bool = False  # per-class presence head (defect/no-defect gate), all architectures
 
 
 @dataclass
@@ -60,6 +61,7 @@ class TrainConfig:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     augment: Augmentation = field(default_factory=Augmentation)
     loss: str = "bce_dice"
+    gate_weight: float = 0.2  # weight of the presence head's BCE in the loss
     epochs: int = 20
     max_minutes: float = 0.0  # stop after the epoch that passes this much time (0: none)
     early_stopping: int = 0  # stop after this many epochs without a better val Dice (0: off)

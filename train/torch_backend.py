@@ -21,8 +21,14 @@ class TorchBackend(Backend):
         self.model = DeployedModel(net, self.meta["mean"], self.meta["std"]).eval()
 
     @torch.no_grad()
+    def infer_with_presence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        output = self.model(torch.from_numpy(np.ascontiguousarray(tiles)))
+        if isinstance(output, tuple):
+            return output[0].numpy(), output[1].numpy()
+        return output.numpy(), None
+
     def infer(self, tiles: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(np.ascontiguousarray(tiles))).numpy()
+        return self.infer_with_presence(tiles)[0]
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "torch": str(torch.__version__)}

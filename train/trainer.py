@@ -27,7 +27,7 @@ from lineside.train.config import TrainConfig
 from lineside.train.data.severstal_dataset import CropDataset, StripSet, load_strips, split
 from lineside.train.data.synth import CLASS_NAMES
 from lineside.train.losses import create_loss
-from lineside.train.models import create_model, normalise
+from lineside.train.models import create_model, normalise, split_output
 from lineside.train.tuning import class_dice, tune_class
 
 log = logging.getLogger("lineside.train")
@@ -35,26 +35,38 @@ log = logging.getLogger("lineside.train")
 
 @torch.no_grad()
 def predict_strips(model: nn.Module, strips: StripSet, mean: float, std: float,
-                   batch: int = 4, channels: int = 1, device: str = "cpu") -> np.ndarray:
-    """(N, K, H, W) float16 probabilities on full strips."""
+                   batch: int = 4, channels: int = 1, device: str = "cpu"
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, K, H, W) float16 probabilities on full strips, and (N, K) presence scores when
+    the model has a gate."""
     model.eval()
-    out = []
+    out, gates = [], []
     for i in range(0, len(strips.names), batch):
         frames = normalise(torch.from_numpy(strips.images[i:i + batch])[:, None], mean, std)
         if channels == 3:
             frames = frames.expand(-1, 3, -1, -1)
-        out.append(torch.sigmoid(model(frames.to(device))).half().cpu().numpy())
-    return np.concatenate(out)
+        logits, presence = split_output(model(frames.to(device)))
+        out.append(torch.sigmoid(logits).half().cpu().numpy())
+        if presence is not None:
+            gates.append(torch.sigmoid(presence).float().cpu().numpy())
+    return np.concatenate(out), (np.concatenate(gates) if gates else None)
 
 
-def evaluate(probabilities: np.ndarray, strips: StripSet,
-             thresholds: list[float], min_areas: list[int]) -> dict[str, Any]:
+UNTUNED = {"threshold": 0.5, "min_area": 0, "gate_threshold": 0.0}
+
+
+def evaluate(probabilities: np.ndarray, presence: np.ndarray | None, strips: StripSet,
+             post: list[dict[str, Any]]) -> dict[str, Any]:
+    """Kaggle Dice per image and class with the given post-processing per class."""
     per_class = []
     for k in range(len(strips.class_ids)):
         truth = (strips.bits >> k) & 1
-        pred = probabilities[:, k] > thresholds[k]
+        pred = probabilities[:, k] > post[k]["threshold"]
         areas = pred.reshape(len(pred), -1).sum(1)
-        pred &= (areas >= min_areas[k])[:, None, None]
+        keep = areas >= post[k]["min_area"]
+        if presence is not None:
+            keep &= presence[:, k] >= post[k].get("gate_threshold", 0.0)
+        pred &= keep[:, None, None]
         per_class.append(class_dice(pred, truth.astype(bool)))
     dice = np.stack(per_class, axis=1)
     return {"dice": float(dice.mean()),
@@ -62,15 +74,18 @@ def evaluate(probabilities: np.ndarray, strips: StripSet,
                                for k, c in enumerate(strips.class_ids)}}
 
 
-def tune_post_processing(probabilities: np.ndarray, strips: StripSet,
+def tune_post_processing(probabilities: np.ndarray, presence: np.ndarray | None,
+                         strips: StripSet,
                          names: dict[int, str] | None = None) -> list[dict[str, Any]]:
-    """Per-class threshold and minimum area that maximise validation Dice."""
+    """Per-class threshold, minimum area (and gate threshold) maximising validation Dice."""
     names = names or CLASS_NAMES
     tuned = []
     for k, class_id in enumerate(strips.class_ids):
-        threshold, min_area, _ = tune_class(probabilities[:, k], (strips.bits >> k) & 1)
+        threshold, min_area, gate, _ = tune_class(
+            probabilities[:, k], (strips.bits >> k) & 1,
+            None if presence is None else presence[:, k])
         tuned.append({"id": class_id, "name": names.get(class_id, f"class{class_id}"),
-                      "threshold": threshold, "min_area": min_area})
+                      "threshold": threshold, "min_area": min_area, "gate_threshold": gate})
     return tuned
 
 
@@ -85,6 +100,8 @@ def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
         params["encoder_name"] = settings.encoder_name or "resnet34"
         if settings.encoder_weights:
             params["encoder_weights"] = settings.encoder_weights
+    if settings.gate:
+        params["gate"] = True
     return params
 
 
@@ -115,7 +132,7 @@ def make_loader(dataset: CropDataset, batch_size: int) -> DataLoader:
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion,
                optimizer, scaler, mean: float, std: float, channels: int, device: str,
-               amp: bool, channels_last: bool) -> float:
+               amp: bool, channels_last: bool, gate_weight: float = 0.0) -> float:
     inputs = normalise(images, mean, std)
     if channels == 3:
         inputs = inputs.expand(-1, 3, -1, -1)
@@ -123,7 +140,11 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type="cuda", enabled=amp):
-        loss = criterion(model(inputs), targets)
+        logits, presence = split_output(model(inputs))
+        loss = criterion(logits, targets)
+        if presence is not None:  # the gate learns "is the class anywhere in this crop"
+            loss = loss + gate_weight * nn.functional.binary_cross_entropy_with_logits(
+                presence, targets.amax(dim=(2, 3)))
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()  # DDP averages the gradients across ranks here
     scaler.step(optimizer)
@@ -208,16 +229,15 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         for images, targets in bar:
             losses.append(train_step(model, images, targets, criterion, optimizer, scaler,
                                      mean, std, channels, device, on_cuda and config.amp,
-                                     on_cuda and config.channels_last))
+                                     on_cuda and config.channels_last, config.gate_weight))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         # Every rank scores the same (synchronised) model, so all agree on best and stop.
-        probabilities = predict_strips(net, val_set, mean, std, channels=channels,
-                                       device=device)
-        untuned = evaluate(probabilities, val_set, [0.5] * classes, [0] * classes)
-        tuned = tune_post_processing(probabilities, val_set,
+        probabilities, presence = predict_strips(net, val_set, mean, std, channels=channels,
+                                                 device=device)
+        untuned = evaluate(probabilities, presence, val_set, [UNTUNED] * classes)
+        tuned = tune_post_processing(probabilities, presence, val_set,
                                      {v: k for k, v in config.label_names.items()})
-        scores = evaluate(probabilities, val_set, [c["threshold"] for c in tuned],
-                          [c["min_area"] for c in tuned])
+        scores = evaluate(probabilities, presence, val_set, tuned)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(scores["dice"])
         elif scheduler is not None:

@@ -7,6 +7,7 @@ import numpy as np
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_AREAS = (0, 50, 150, 400, 800, 1500)
+GATE_THRESHOLDS = (0.0, 0.3, 0.5, 0.7)  # 0: gate off for the class
 
 
 def class_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -18,16 +19,19 @@ def class_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
 
 
-def tune_class(probabilities: np.ndarray, truth: np.ndarray) -> tuple[float, int, float]:
-    """Best (threshold, min_area, mean Dice) for one class: (N, H, W) probabilities, truth.
+def tune_class(probabilities: np.ndarray, truth: np.ndarray,
+               presence: np.ndarray | None = None) -> tuple[float, int, float, float]:
+    """Best (threshold, min_area, gate threshold, mean Dice) for one class:
+    (N, H, W) probabilities and truth, (N,) presence scores when the model has a gate.
 
-    Pixel work is done once per threshold; the minimum-area sweep only re-scores per-image
-    counts (a mask dropped for being small scores as an empty prediction).
+    Pixel work is done once per threshold; the minimum-area and gate sweeps only re-score
+    per-image counts (a dropped mask scores as an empty prediction).
     """
     truth = truth.reshape(len(truth), -1).astype(bool)
     truth_area = truth.sum(1)
     empty_score = (truth_area == 0).astype(float)  # Dice of an empty prediction
-    best = (0.5, 0, -1.0)
+    best = (0.5, 0, 0.0, -1.0)
+    gates = GATE_THRESHOLDS if presence is not None else (0.0,)
     for threshold in THRESHOLDS:
         pred = probabilities.reshape(len(probabilities), -1) > threshold
         pred_area = pred.sum(1)
@@ -35,7 +39,11 @@ def tune_class(probabilities: np.ndarray, truth: np.ndarray) -> tuple[float, int
         total = pred_area + truth_area
         score = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
         for min_area in MIN_AREAS:
-            dice = float(np.where(pred_area >= min_area, score, empty_score).mean())
-            if dice > best[2] + 1e-9:
-                best = (threshold, min_area, dice)
+            for gate in gates:
+                kept = pred_area >= min_area
+                if gate:
+                    kept &= presence >= gate
+                dice = float(np.where(kept, score, empty_score).mean())
+                if dice > best[3] + 1e-9:
+                    best = (threshold, min_area, gate, dice)
     return best

@@ -25,6 +25,10 @@ class Backend(ABC):
     def infer(self, tiles: np.ndarray) -> np.ndarray:
         """(N, C, H, W) uint8 -> (N, K, H, W) float32 probabilities."""
 
+    def infer_with_presence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, for models with a presence gate, (N, K) presence scores."""
+        return self.infer(tiles), None
+
     def describe(self) -> dict[str, str]:
         """What runs where, for logs, heartbeats and benchmark reports."""
         return {"backend": self.name}

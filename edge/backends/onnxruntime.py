@@ -37,12 +37,22 @@ class OnnxRuntimeBackend(Backend):
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
                                             providers=[p for p in wanted if p in available])
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = outputs[0]
+        self.presence_name = outputs[1] if len(outputs) > 1 else None
         self._version = ort.__version__
 
     def infer(self, tiles: np.ndarray) -> np.ndarray:
         (probabilities,) = self.session.run([self.output_name], {self.input_name: tiles})
         return np.asarray(probabilities, dtype=np.float32)
+
+    def infer_with_presence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.presence_name is None:
+            return self.infer(tiles), None
+        probabilities, presence = self.session.run([self.output_name, self.presence_name],
+                                                   {self.input_name: tiles})
+        return (np.asarray(probabilities, dtype=np.float32),
+                np.asarray(presence, dtype=np.float32))
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "onnxruntime": self._version,

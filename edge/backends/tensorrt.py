@@ -101,31 +101,37 @@ class TensorRTBackend(Backend):
             inputs = [n for n in names
                       if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
             self.input_name = inputs[0]
-            self.output_name = next(n for n in names if n not in inputs)
+            # Outputs in bundle order: probabilities, then presence when the model has a gate.
+            manifest = bundle.manifest
+            wanted = [manifest.output_name] + ([manifest.presence_name]
+                                               if manifest.presence_name else [])
+            self.output_names = [n for n in wanted if n in names]
             profile_max = self.engine.get_tensor_profile_shape(self.input_name, 0)[2]
             self.max_batch = int(profile_max[0])
-            manifest = bundle.manifest
             tile = (manifest.in_channels, manifest.tile_height, manifest.tile_width)
-            out_dtype = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
             in_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
-            classes = len(manifest.classes)
             # Pinned host buffers and device buffers sized for the largest batch, once.
             self.host_in = cuda.pagelocked_empty((self.max_batch, *tile), in_dtype)
-            self.host_out = cuda.pagelocked_empty(
-                (self.max_batch, classes, *tile[1:]), out_dtype)
             self.device_in = cuda.mem_alloc(self.host_in.nbytes)
-            self.device_out = cuda.mem_alloc(self.host_out.nbytes)
+            self.execution.set_input_shape(self.input_name, self.host_in.shape)
+            self.host_out, self.device_out = [], []
+            for name in self.output_names:
+                shape = tuple(self.execution.get_tensor_shape(name))
+                host = cuda.pagelocked_empty(shape, trt.nptype(self.engine.get_tensor_dtype(name)))
+                self.host_out.append(host)
+                self.device_out.append(cuda.mem_alloc(host.nbytes))
             self.stream = cuda.Stream()
             self.execution.set_tensor_address(self.input_name, int(self.device_in))
-            self.execution.set_tensor_address(self.output_name, int(self.device_out))
+            for name, device in zip(self.output_names, self.device_out, strict=True):
+                self.execution.set_tensor_address(name, int(device))
             self._version = trt.__version__
             self._precision = precision
         finally:
             self._context.pop()
 
-    def infer(self, tiles: np.ndarray) -> np.ndarray:
+    def infer_with_presence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         cuda = self._cuda
-        outputs = []
+        chunks: list[list[np.ndarray]] = [[] for _ in self.output_names]
         self._context.push()
         try:
             for start in range(0, len(tiles), self.max_batch):
@@ -138,12 +144,18 @@ class TensorRTBackend(Backend):
                 cuda.memcpy_htod_async(self.device_in, self.host_in[:n], self.stream)
                 if not self.execution.execute_async_v3(self.stream.handle):
                     raise RuntimeError("TensorRT execute_async_v3 failed")
-                cuda.memcpy_dtoh_async(self.host_out[:n], self.device_out, self.stream)
+                for host, device in zip(self.host_out, self.device_out, strict=True):
+                    cuda.memcpy_dtoh_async(host[:n], device, self.stream)
                 self.stream.synchronize()
-                outputs.append(self.host_out[:n].astype(np.float32, copy=True))
+                for k, host in enumerate(self.host_out):
+                    chunks[k].append(host[:n].astype(np.float32, copy=True))
         finally:
             self._context.pop()
-        return np.concatenate(outputs)
+        outputs = [np.concatenate(c) for c in chunks]
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+    def infer(self, tiles: np.ndarray) -> np.ndarray:
+        return self.infer_with_presence(tiles)[0]
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "tensorrt": self._version, "precision": self._precision,
@@ -153,7 +165,8 @@ class TensorRTBackend(Backend):
         self._context.push()
         try:
             self.device_in.free()
-            self.device_out.free()
+            for device in self.device_out:
+                device.free()
             del self.execution, self.engine
         finally:
             self._context.pop()

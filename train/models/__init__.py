@@ -26,11 +26,14 @@ SMP_ARCHITECTURES = {
 
 def _smp_factory(smp_name: str) -> Callable[..., nn.Module]:
     def build(in_channels: int = 1, classes: int = 4, encoder_name: str = "resnet18",
-              encoder_weights: str | None = None, **extra: Any) -> nn.Module:
+              encoder_weights: str | None = None, gate: bool = False,
+              **extra: Any) -> nn.Module:
         import segmentation_models_pytorch as smp
 
         # Only None or a local file: nothing is ever downloaded at run time.
         weights_path = encoder_weights
+        if gate:  # smp's auxiliary head: per-class presence logits from the encoder
+            extra["aux_params"] = {"classes": classes, "dropout": 0.2}
         model = smp.create_model(smp_name, encoder_name=encoder_name, encoder_weights=None,
                                  in_channels=in_channels, classes=classes, **extra)
         if weights_path:
@@ -53,8 +56,16 @@ def create_model(architecture: str, **params: Any) -> nn.Module:
     return ARCHITECTURES[architecture](**params)
 
 
+def split_output(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mask logits, presence logits or None) from any model in the registry."""
+    if isinstance(output, (tuple, list)):
+        return output[0], output[1]
+    return output, None
+
+
 class DeployedModel(nn.Module):
-    """What a bundle runs: uint8 frames in, normalisation inside, probabilities out."""
+    """What a bundle runs: uint8 frames in, normalisation inside, probabilities out (and
+    per-class presence probabilities when the model has a gate)."""
 
     def __init__(self, net: nn.Module, mean: float, std: float) -> None:
         super().__init__()
@@ -62,9 +73,12 @@ class DeployedModel(nn.Module):
         self.register_buffer("scale", torch.tensor(1.0 / (255.0 * std)))
         self.register_buffer("shift", torch.tensor(mean / std))
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = frames.to(torch.float32) * self.scale - self.shift
-        return torch.sigmoid(self.net(x))
+        logits, presence = split_output(self.net(x))
+        if presence is None:
+            return torch.sigmoid(logits)
+        return torch.sigmoid(logits), torch.sigmoid(presence)
 
 
 def normalise(frames: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -28,7 +28,8 @@ def _double_conv(cin: int, cout: int, norm: str) -> nn.Sequential:
 
 class MiniUNet(nn.Module):
     def __init__(self, in_channels: int = 1, classes: int = 4,
-                 widths: tuple[int, ...] = (8, 16, 32, 64), norm: str = "batch") -> None:
+                 widths: tuple[int, ...] = (8, 16, 32, 64), norm: str = "batch",
+                 gate: bool = False) -> None:
         super().__init__()
         if norm not in ("batch", "group"):
             raise ValueError(f"norm {norm!r} is not batch or group")
@@ -42,13 +43,19 @@ class MiniUNet(nn.Module):
         self.ups = nn.ModuleList(_double_conv(widths[i + 1] + widths[i], widths[i], norm)
                                  for i in reversed(range(len(widths) - 1)))
         self.head = nn.Conv2d(widths[0], classes, 1)
+        # Presence gate: per-class "is this class anywhere in the input" logits from the
+        # bottleneck, as smp's auxiliary classification head does.
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(widths[-1], classes)) if gate else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         skips = []
         for i, block in enumerate(self.downs):
             x = block(x if i == 0 else self.pool(x))
             skips.append(x)
         x = skips.pop()
+        presence = self.gate(x) if self.gate is not None else None
         for block in self.ups:
             x = block(torch.cat([self.up(x), skips.pop()], dim=1))
-        return self.head(x)  # logits
+        logits = self.head(x)
+        return logits if presence is None else (logits, presence)
