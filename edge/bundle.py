@@ -63,6 +63,7 @@ class Manifest:
     input_name: str = "frames"
     output_name: str = "probabilities"
     presence_name: str = ""  # second output (N, K) when the model has a presence gate
+    task: str = "segmentation"  # or "classification" (a screening classifier's bundle)
     frame_height: int = 256
     frame_width: int = 1600
     models: dict[str, ModelFile] = field(default_factory=dict)

@@ -26,7 +26,7 @@ import zmq.auth
 
 from lineside.edge import protocol, rle
 from lineside.edge.backends import Backend, create_backend
-from lineside.edge.bundle import Bundle, ClassSpec, load_bundle
+from lineside.edge.bundle import Bundle, BundleError, ClassSpec, load_bundle
 from lineside.edge.config import CameraSettings, ServeConfig
 from lineside.edge.frame_queues import FrameQueues
 from lineside.edge.metrics import DaemonMetrics, MetricsServer
@@ -91,6 +91,9 @@ class LoadedModel:
 def load_model(path: str, config: ServeConfig) -> LoadedModel:
     """Verify, load and warm a bundle; raises before anything is switched over."""
     bundle = load_bundle(path)
+    if bundle.manifest.task != "segmentation":
+        raise BundleError(f"{path} holds a {bundle.manifest.task} model (a screening "
+                          "classifier); edge-serve runs segmentation bundles")
     backend = create_backend(config.backend, bundle, config.precision, config.threads)
     if config.inject_faults:
         from lineside.edge.backends.fault_injection import FaultInjectingBackend

@@ -32,7 +32,7 @@ from lineside.export.onnx_export import (
     OUTPUT_NAME,
     PRESENCE_NAME,
     export_onnx,
-    has_gate,
+    output_names,
     parity,
 )
 from lineside.train.checkpoint import load_checkpoint
@@ -166,6 +166,13 @@ def _engines(staging: Path, manifest: Manifest, options: ExportOptions,
     return []
 
 
+def _output_fields(names: list[str]) -> dict[str, str]:
+    if names == [PRESENCE_NAME]:  # a screening classifier
+        return {"task": "classification", "output_name": PRESENCE_NAME, "presence_name": ""}
+    return {"task": "segmentation", "output_name": OUTPUT_NAME,
+            "presence_name": PRESENCE_NAME if PRESENCE_NAME in names else ""}
+
+
 def export_bundle(checkpoint: str | Path, out: str | Path,
                   options: ExportOptions | None = None) -> ExportReport:
     options = options or ExportOptions()
@@ -198,8 +205,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
         architecture=meta["architecture"],
         classes=[ClassSpec(**c) for c in meta["classes"]],
         tile_height=tile[0], tile_width=tile[1], in_channels=in_channels,
-        mean=meta["mean"], std=meta["std"], input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-        presence_name=PRESENCE_NAME if has_gate(deployed, in_channels, tile) else "",
+        mean=meta["mean"], std=meta["std"], input_name=INPUT_NAME,
+        **_output_fields(output_names(deployed, in_channels, tile)),
         frame_height=meta["frame"][0], frame_width=meta["frame"][1],
         models={"fp32": ModelFile(fp32.name, sha256_file(fp32), "fp32")},
         parity={"fp32": {**check, "tolerance": PARITY_TOLERANCE,

@@ -21,10 +21,14 @@ OUTPUT_NAME = "probabilities"
 PRESENCE_NAME = "presence"
 
 
-def has_gate(model: nn.Module, in_channels: int, tile: tuple[int, int]) -> bool:
+def output_names(model: nn.Module, in_channels: int, tile: tuple[int, int]) -> list[str]:
+    """["probabilities"], ["probabilities", "presence"] for a gated segmentation model, or
+    ["presence"] for a screening classifier."""
     with torch.no_grad():
         out = model.eval()(torch.zeros((1, in_channels, *tile), dtype=torch.uint8))
-    return isinstance(out, tuple)
+    if isinstance(out, tuple):
+        return [OUTPUT_NAME, PRESENCE_NAME]
+    return [PRESENCE_NAME] if out.ndim == 2 else [OUTPUT_NAME]
 
 
 def export_onnx(model: nn.Module, path: Path, in_channels: int,
@@ -34,8 +38,7 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int,
     The example batch is 2, not 1: some exporters bake a batch of 1 into Reshape nodes.
     """
     example = torch.randint(0, 256, (2, in_channels, *tile), dtype=torch.uint8)
-    outputs = [OUTPUT_NAME, PRESENCE_NAME] if has_gate(model, in_channels, tile) \
-        else [OUTPUT_NAME]
+    outputs = output_names(model, in_channels, tile)
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC,
             3: torch.export.Dim.DYNAMIC}
     with warnings.catch_warnings():

@@ -177,3 +177,29 @@ def test_presence_gate_trains_exports_and_gates_in_the_runtime(synth_data, tmp_p
     probabilities, presence = predict_frame(backend, gray, (64, 128))
     assert probabilities.shape == (4, 64, 300) and presence.shape == (4,)
     assert ((presence >= 0) & (presence <= 1)).all()
+
+
+@pytest.mark.slow
+def test_screening_classifier_trains_exports_and_is_refused_by_the_segmentation_daemon(
+        synth_data, tmp_path):
+    from lineside.edge.backends import create_backend
+    from lineside.edge.bundle import load_bundle
+
+    checkpoint = tmp_path / "screen.pt"
+    result = run_module("lineside.train.cli", f"data={synth_data}", f"out={checkpoint}",
+                        "model.architecture=classifier", "model.encoder_name=resnet18",
+                        "epochs=1", "samples_per_epoch=4", "batch_size=2", "crop=[64, 128]",
+                        "tile=[64, 128]", "limit=8", "val_fraction=0.25")
+    assert "val Dice" in result.stdout  # image-level accuracy, reported under one key
+    run_module("lineside.export.cli", str(checkpoint), "-o", str(tmp_path / "bundle"))
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.manifest.task == "classification"
+    assert bundle.manifest.output_name == "presence"
+    assert 0 <= bundle.manifest.classes[0].gate_threshold <= 1
+    tiles = np.random.default_rng(0).integers(0, 256, (3, 1, 64, 128), np.uint8)
+    presence = create_backend("ort-cpu", bundle).infer(tiles)
+    assert presence.shape == (3, 4)
+    refused = subprocess.run([sys.executable, "-m", "lineside.edge.cli.serve",
+                              str(tmp_path / "bundle"), "--backend", "ort-cpu"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "classification" in refused.stderr

@@ -27,7 +27,7 @@ from lineside.train.config import TrainConfig
 from lineside.train.data.severstal_dataset import CropDataset, StripSet, load_strips, split
 from lineside.train.data.synth import CLASS_NAMES
 from lineside.train.losses import create_loss
-from lineside.train.models import create_model, normalise, split_output
+from lineside.train.models import CLASSIFIERS, create_model, normalise, split_output
 from lineside.train.tuning import class_dice, tune_class
 
 log = logging.getLogger("lineside.train")
@@ -46,10 +46,13 @@ def predict_strips(model: nn.Module, strips: StripSet, mean: float, std: float,
         if channels == 3:
             frames = frames.expand(-1, 3, -1, -1)
         logits, presence = split_output(model(frames.to(device)))
-        out.append(torch.sigmoid(logits).half().cpu().numpy())
+        if logits.ndim == 2:  # a classifier: presence only, no masks
+            logits, presence = None, logits
+        else:
+            out.append(torch.sigmoid(logits).half().cpu().numpy())
         if presence is not None:
             gates.append(torch.sigmoid(presence).float().cpu().numpy())
-    return np.concatenate(out), (np.concatenate(gates) if gates else None)
+    return (np.concatenate(out) if out else None), (np.concatenate(gates) if gates else None)
 
 
 UNTUNED = {"threshold": 0.5, "min_area": 0, "gate_threshold": 0.0}
@@ -89,6 +92,27 @@ def tune_post_processing(probabilities: np.ndarray, presence: np.ndarray | None,
     return tuned
 
 
+def screening_scores(presence: np.ndarray, strips: StripSet, names: dict[int, str]
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """Image-level accuracy of a screening classifier, at 0.5 and at per-class thresholds
+    tuned on validation. Reported under "dice" so that model selection and the logs read
+    one key; the checkpoint's classes carry the tuned thresholds as `gate_threshold`."""
+    truth = np.stack([((strips.bits >> k) & 1).reshape(len(strips.names), -1).any(1)
+                      for k in range(len(strips.class_ids))], axis=1)
+    untuned_acc = ((presence >= 0.5) == truth).mean(0)
+    tuned, accuracy = [], []
+    for k, class_id in enumerate(strips.class_ids):
+        best = max(((t, float(((presence[:, k] >= t) == truth[:, k]).mean()))
+                    for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)), key=lambda x: x[1])
+        tuned.append({"id": class_id, "name": names.get(class_id, CLASS_NAMES.get(
+            class_id, f"class{class_id}")), "threshold": 0.5, "min_area": 0,
+            "gate_threshold": best[0]})
+        accuracy.append(best[1])
+    per_class = {str(c): float(a) for c, a in zip(strips.class_ids, accuracy, strict=True)}
+    return ({"dice": float(untuned_acc.mean())}, tuned,
+            {"dice": float(np.mean(accuracy)), "dice_per_class": per_class})
+
+
 def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
     settings = config.model
     params: dict[str, Any] = {"in_channels": settings.in_channels, "classes": classes}
@@ -96,6 +120,9 @@ def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
         params["norm"] = settings.norm
         if settings.widths:
             params["widths"] = list(settings.widths)
+    elif settings.architecture in CLASSIFIERS:
+        params["backbone"] = settings.encoder_name or "resnet18"
+        return params
     else:
         params["encoder_name"] = settings.encoder_name or "resnet34"
         if settings.encoder_weights:
@@ -141,7 +168,11 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type="cuda", enabled=amp):
         logits, presence = split_output(model(inputs))
-        loss = criterion(logits, targets)
+        if logits.ndim == 2:  # a screening classifier: (N, K) presence logits only
+            logits, presence, gate_weight = None, logits, 1.0
+            loss = torch.zeros((), device=inputs.device)
+        else:
+            loss = criterion(logits, targets)
         if presence is not None:  # the gate learns "is the class anywhere in this crop"
             loss = loss + gate_weight * nn.functional.binary_cross_entropy_with_logits(
                 presence, targets.amax(dim=(2, 3)))
@@ -234,10 +265,13 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         # Every rank scores the same (synchronised) model, so all agree on best and stop.
         probabilities, presence = predict_strips(net, val_set, mean, std, channels=channels,
                                                  device=device)
-        untuned = evaluate(probabilities, presence, val_set, [UNTUNED] * classes)
-        tuned = tune_post_processing(probabilities, presence, val_set,
-                                     {v: k for k, v in config.label_names.items()})
-        scores = evaluate(probabilities, presence, val_set, tuned)
+        names = {v: k for k, v in config.label_names.items()}
+        if probabilities is None:  # a screening classifier is judged image by image
+            untuned, tuned, scores = screening_scores(presence, val_set, names)
+        else:
+            untuned = evaluate(probabilities, presence, val_set, [UNTUNED] * classes)
+            tuned = tune_post_processing(probabilities, presence, val_set, names)
+            scores = evaluate(probabilities, presence, val_set, tuned)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(scores["dice"])
         elif scheduler is not None:

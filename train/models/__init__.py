@@ -12,7 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from lineside.train.models.classifier import PresenceClassifier
 from lineside.train.models.mini_unet import MiniUNet
+
+# Architectures that answer "which classes are in this image" instead of segmenting.
+CLASSIFIERS = {"classifier"}
 
 # segmentation-models-pytorch architectures, by our name -> smp's name.
 SMP_ARCHITECTURES = {
@@ -46,6 +50,7 @@ def _smp_factory(smp_name: str) -> Callable[..., nn.Module]:
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mini_unet": MiniUNet,
+    "classifier": PresenceClassifier,
     **{name: _smp_factory(smp_name) for name, smp_name in SMP_ARCHITECTURES.items()},
 }
 
