@@ -130,9 +130,11 @@ def test_ddp_with_two_gloo_processes_matches_one_process(synth_data, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
     subprocess.run([sys.executable, str(script), str(synth_data), str(single)], check=True,
                    env=env, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                    str(script), str(synth_data), str(double)], check=True, env=env,
-                   timeout=300, capture_output=True)
+    # --standalone: a private rendezvous on a free port, so parallel runs cannot collide.
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", str(script), str(synth_data), str(double)],
+                         env=env, timeout=300, capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     assert abs(one["loss"] - two["loss"]) < 1e-5
     assert np.allclose(one["params"], two["params"], atol=1e-5)
