@@ -205,3 +205,31 @@ def test_screening_classifier_trains_exports_and_is_refused_by_the_segmentation_
                               str(tmp_path / "bundle"), "--backend", "ort-cpu"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "classification" in refused.stderr
+
+
+@pytest.mark.slow
+def test_held_out_test_split_is_scored_once_and_recorded(synth_data, tmp_path):
+    from lineside.train.checkpoint import load_checkpoint
+
+    checkpoint = tmp_path / "m.pt"
+    run_module("lineside.train.cli", f"data={synth_data}", f"out={checkpoint}", "epochs=1",
+               "samples_per_epoch=4", "test_fraction=0.25", "val_fraction=0.2")
+    _, meta = load_checkpoint(checkpoint)
+    metrics = meta["metrics"]
+    assert metrics["test_strips"] == len(metrics["test_images"]) > 0
+    assert 0 <= metrics["test_dice"] <= 1
+    assert metrics["train_strips"] + metrics["val_strips"] + metrics["test_strips"] == 48
+
+
+def test_local_pretrained_encoder_weights_are_loaded(tmp_path):
+    import torch
+
+    from lineside.train.models import create_model
+
+    donor = create_model("unet", encoder_name="resnet18", in_channels=1, classes=4)
+    path = tmp_path / "encoder.pth"
+    torch.save(donor.encoder.state_dict(), path)
+    model = create_model("unet", encoder_name="resnet18", in_channels=1, classes=4,
+                         encoder_weights=str(path))
+    for key, value in donor.encoder.state_dict().items():
+        assert torch.equal(value, model.encoder.state_dict()[key])

@@ -71,6 +71,7 @@ class TrainConfig:
     samples_per_epoch: int = 128
     defect_share: float = 0.5  # share of crops centred on a defect
     val_fraction: float = 0.15
+    test_fraction: float = 0.0  # stratified held-out test split, scored once at the end
     folds: int = 0  # k-fold: split into `folds` parts ...
     fold: int = 0  # ... and validate on this one
     seed: int = 0
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ConfigError(f"fold: {self.fold} is not in [0, {self.folds})")
         if not 0 < self.val_fraction < 1 and not self.folds:
             raise ConfigError("val_fraction: must be in (0, 1)")
+        if not 0 <= self.test_fraction < 0.5:
+            raise ConfigError("test_fraction: must be in [0, 0.5)")
         if self.epochs < 1 or self.batch_size < 1 or self.samples_per_epoch < 1:
             raise ConfigError("epochs, batch_size and samples_per_epoch must be positive")
         return self

@@ -24,7 +24,13 @@ from tqdm import tqdm
 
 from lineside.train.checkpoint import save_checkpoint
 from lineside.train.config import TrainConfig
-from lineside.train.data.severstal_dataset import CropDataset, StripSet, load_strips, split
+from lineside.train.data.severstal_dataset import (
+    CropDataset,
+    StripSet,
+    hold_out,
+    load_strips,
+    split,
+)
 from lineside.train.data.synth import CLASS_NAMES
 from lineside.train.losses import create_loss
 from lineside.train.models import CLASSIFIERS, create_model, normalise, split_output
@@ -92,13 +98,28 @@ def tune_post_processing(probabilities: np.ndarray, presence: np.ndarray | None,
     return tuned
 
 
+def image_truth(strips: StripSet) -> np.ndarray:
+    """(N, K) bool: which classes each strip holds."""
+    return np.stack([((strips.bits >> k) & 1).reshape(len(strips.names), -1).any(1)
+                     for k in range(len(strips.class_ids))], axis=1)
+
+
+def screening_accuracy(presence: np.ndarray, strips: StripSet,
+                       classes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Image-level accuracy with given per-class thresholds (`gate_threshold`)."""
+    truth = image_truth(strips)
+    accuracy = [float(((presence[:, k] >= c["gate_threshold"]) == truth[:, k]).mean())
+                for k, c in enumerate(classes)]
+    return {"dice": float(np.mean(accuracy)),
+            "dice_per_class": {str(c["id"]): a for c, a in zip(classes, accuracy, strict=True)}}
+
+
 def screening_scores(presence: np.ndarray, strips: StripSet, names: dict[int, str]
                      ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """Image-level accuracy of a screening classifier, at 0.5 and at per-class thresholds
     tuned on validation. Reported under "dice" so that model selection and the logs read
     one key; the checkpoint's classes carry the tuned thresholds as `gate_threshold`."""
-    truth = np.stack([((strips.bits >> k) & 1).reshape(len(strips.names), -1).any(1)
-                      for k in range(len(strips.class_ids))], axis=1)
+    truth = image_truth(strips)
     untuned_acc = ((presence >= 0.5) == truth).mean(0)
     tuned, accuracy = [], []
     for k, class_id in enumerate(strips.class_ids):
@@ -206,6 +227,9 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
     strips = load_strips(config.data, tuple(config.class_ids), config.limit,
                          tuple(config.resize) if config.resize else None,
                          config.label_names or None)
+    test_set = None
+    if config.test_fraction:
+        strips, test_set = hold_out(strips, config.test_fraction, config.seed)
     train_set, val_set = split(strips, config.val_fraction, config.seed, config.folds,
                                config.fold)
     if not len(val_set.names):
@@ -309,6 +333,18 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
     if not main_process:
         return None
     net.load_state_dict(best_state)
+    test_metrics: dict[str, Any] = {}
+    if test_set is not None and len(test_set.names):
+        # The one look at the test split: best epoch, post-processing tuned on validation.
+        probabilities, presence = predict_strips(net, test_set, mean, std, channels=channels,
+                                                 device=device)
+        result = screening_accuracy(presence, test_set, best["classes"]) \
+            if probabilities is None else \
+            evaluate(probabilities, presence, test_set, best["classes"])
+        test_metrics = {"test_dice": result["dice"], "test_strips": len(test_set.names),
+                        "test_images": test_set.names}
+        log.info("held-out test split: Dice %.4f on %d strips", result["dice"],
+                 len(test_set.names))
     log.info("best epoch %d: val Dice %.4f with tuned post-processing (%.4f at 0.5)",
              best["epoch"], best["dice"], best["untuned"])
     meta = {
@@ -320,7 +356,8 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         "frame": list(strips.images.shape[1:]), "mean": mean, "std": std,
         "metrics": {"val_dice_untuned": best["untuned"], "val_dice": best["dice"],
                     "val_dice_per_class": best["dice_per_class"], "best_epoch": best["epoch"],
-                    "val_strips": len(val_set.names), "train_strips": len(train_set.names)},
+                    "val_strips": len(val_set.names), "train_strips": len(train_set.names),
+                    **test_metrics},
         "train_config": config.to_json(),
     }
     save_checkpoint(out, net.cpu(), meta)

@@ -101,6 +101,28 @@ def _from_pairs(pairs, class_ids: tuple[int, ...], limit: int,
     return StripSet(names, np.stack(images), np.stack(bits), class_ids)
 
 
+def _strata(strips: StripSet, seed: int) -> list[list[int]]:
+    """Strip indices grouped by the set of classes each strip holds, shuffled by seed."""
+    rng = np.random.default_rng(seed)
+    keys = [tuple(row) for row in strips.presence()]
+    groups = []
+    for key in sorted(set(keys)):
+        members = [i for i, k in enumerate(keys) if k == key]
+        rng.shuffle(members)
+        groups.append(members)
+    return groups
+
+
+def hold_out(strips: StripSet, test_fraction: float, seed: int) -> tuple[StripSet, StripSet]:
+    """(rest, test): a stratified test split that neither training nor tuning ever sees."""
+    rest, test = [], []
+    for members in _strata(strips, seed + 7919):  # independent of the val split's shuffle
+        n_test = round(len(members) * test_fraction)
+        test += members[:n_test]
+        rest += members[n_test:]
+    return strips.subset(sorted(rest)), strips.subset(sorted(test))
+
+
 def split(strips: StripSet, val_fraction: float, seed: int, folds: int = 0,
           fold: int = 0) -> tuple[StripSet, StripSet]:
     """Deterministic split, stratified by the set of classes each strip holds.
@@ -108,12 +130,8 @@ def split(strips: StripSet, val_fraction: float, seed: int, folds: int = 0,
     With `folds` > 1, every stratum is dealt round-robin into `folds` parts and part
     `fold` validates (k-fold cross-validation); otherwise `val_fraction` of each stratum.
     """
-    rng = np.random.default_rng(seed)
-    keys = [tuple(row) for row in strips.presence()]
     train, val = [], []
-    for key in sorted(set(keys)):
-        members = [i for i, k in enumerate(keys) if k == key]
-        rng.shuffle(members)
+    for members in _strata(strips, seed):
         if folds > 1:
             chosen = set(members[fold::folds])
             val += [i for i in members if i in chosen]
