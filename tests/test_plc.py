@@ -193,7 +193,9 @@ def test_killing_the_daemon_sets_the_fault_bit_and_a_restart_clears_it(
             d.proc.send_signal(signal.SIGKILL)
             d.proc.wait()
             took = wait_for(lambda: plc.coil(FAULT), 10, "the fault bit")
-            assert took <= 1.5 + 0.5  # the watchdog period, plus one PLC write
+            # The watchdog period, plus the gateway's 50 ms check and one PLC write, with
+            # room for a loaded CI machine.
+            assert took <= 1.5 + 1.5
             assert not heartbeat_toggles(plc, 0.6)  # the heartbeat word froze
         with serve(trained_bundle, results_out=results_out):
             wait_for(lambda: not plc.coil(FAULT), 20, "the fault to clear after restart")
