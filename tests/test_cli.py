@@ -30,5 +30,9 @@ def test_serve_reports_a_missing_bundle_clearly(tmp_path):
 
 def test_runtime_imports_no_torch():
     code = ("import sys, lineside.edge.daemon, lineside.edge.client, lineside.edge.cli.serve, "
-            "lineside.edge.cli.demo; assert 'torch' not in sys.modules, 'torch imported'")
+            "lineside.edge.cli.demo, lineside.edge.cli.bench, lineside.edge.bench_line, "
+            "lineside.edge.cli.plc, lineside.edge.plc.gateway, lineside.edge.cli.eval, "
+            "lineside.edge.operator_view, lineside.edge.cli.build_engine, "
+            "lineside.calibration.cli; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline" in args.stages:
         if not args.baseline:
             ap.error("the baseline stage needs --baseline CHECKPOINT")
-        from lineside.edge.bench_line import torch_baseline
+        from lineside.train.baseline import torch_baseline
 
         baseline = torch_baseline(Path(args.baseline), bundle, max(4, args.frames))
         report["baseline"] = baseline
