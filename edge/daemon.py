@@ -31,7 +31,6 @@ from lineside.edge.config import CameraSettings, ServeConfig
 from lineside.edge.frame_queues import FrameQueues
 from lineside.edge.metrics import DaemonMetrics, MetricsServer
 from lineside.edge.postprocess import (
-    VERDICT_ERROR,
     VERDICT_REJECT,
     apply_gate,
     decide,
@@ -567,4 +566,4 @@ class Daemon:
         })
 
 
-__all__ = ["VERDICT_ERROR", "Daemon", "LoadedModel", "load_model"]
+__all__ = ["Daemon", "LoadedModel", "load_model"]
