@@ -125,11 +125,7 @@ def write_set(out: Path, frames: Iterable[tuple[str, list[int], np.ndarray]], co
     def tiles() -> Iterator[np.ndarray]:
         for name, classes, gray in frames:
             sources.append({"image": name, "classes": classes})
-            grid = make_grid(gray.shape, tile)
-            cut_tiles = cut(gray, grid)
-            if channels != 1:
-                cut_tiles = np.repeat(cut_tiles, channels, axis=1)
-            yield from cut_tiles
+            yield from cut(gray, make_grid(gray.shape, tile), channels)
 
     shards = _write_shards(out, tiles(), count)
     total = sum(s.count for s in shards)

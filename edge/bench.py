@@ -37,9 +37,7 @@ def frame_tiles(bundle: Bundle, frames: int, seed: int = 0) -> tuple[np.ndarray,
                      (manifest.tile_height, manifest.tile_width))
     strips = rng.integers(60, 140, (frames, manifest.frame_height, manifest.frame_width),
                           dtype=np.uint8)
-    tiles = np.concatenate([cut(s, grid) for s in strips])
-    if manifest.in_channels != 1:
-        tiles = np.repeat(tiles, manifest.in_channels, axis=1)
+    tiles = np.concatenate([cut(s, grid, manifest.in_channels) for s in strips])
     return tiles, grid.count
 
 

@@ -26,6 +26,7 @@ import zmq.auth
 
 from lineside.edge import protocol, rle
 from lineside.edge.backends import Backend, create_backend
+from lineside.edge.backends.base import infer_in_batches
 from lineside.edge.bundle import Bundle, BundleError, ClassSpec, load_bundle
 from lineside.edge.config import CameraSettings, ServeConfig
 from lineside.edge.frame_queues import FrameQueues
@@ -356,7 +357,7 @@ class Daemon:
         self.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - began)
         if self.config.input_mode == "sub":
             self._report_gap(header.camera_id, header.frame_id)
-        for dropped in self._queues.put(header.camera_id, frame, self.stop_event):
+        for dropped in self._queues.put(header.camera_id, frame):
             self._drop(dropped, "overload: " + self.config.for_camera(header.camera_id).overload)
 
     def _apply_roi(self, frame: protocol.Frame) -> protocol.Frame:
@@ -412,24 +413,19 @@ class Daemon:
                 break
             began = time.perf_counter()
             grids = [self._grid_for(f.pixels.shape, model.tile_shape) for f in frames]
-            tiles = np.concatenate([cut(f.pixels, g) for f, g in zip(frames, grids, strict=True)])
             channels = model.bundle.manifest.in_channels
-            if channels != 1:
-                tiles = np.repeat(tiles, channels, axis=1)
+            tiles = np.concatenate([cut(f.pixels, g, channels)
+                                    for f, g in zip(frames, grids, strict=True)])
             self.metrics.stage_seconds.labels("tile").observe(time.perf_counter() - began)
             self._batches.put(Batch(frames, grids, tiles, model, time.time_ns()))
         self._batches.put(_END)
 
     def _infer_loop(self) -> None:
         while (batch := self._batches.get()) is not _END:
-            max_batch = self.config.max_batch
             began = time.perf_counter()
             try:
-                parts = [batch.model.backend.infer_with_presence(
-                    np.ascontiguousarray(batch.tiles[i:i + max_batch]))
-                    for i in range(0, len(batch.tiles), max_batch)]
-                outputs = np.concatenate([p for p, _ in parts])
-                presence = None if parts[0][1] is None else np.concatenate([g for _, g in parts])
+                outputs, presence = infer_in_batches(batch.model.backend, batch.tiles,
+                                                     self.config.max_batch)
                 error = ""
             except Exception as exc:  # the frames get ERROR verdicts; the daemon goes on
                 log.exception("inference failed for %d frame(s)", len(batch.frames))

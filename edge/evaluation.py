@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from lineside.edge.backends import Backend
+from lineside.edge.backends.base import infer_in_batches
 from lineside.edge.bundle import ClassSpec
 from lineside.edge.postprocess import apply_gate, threshold_masks
 from lineside.edge.scoring import dice_pairs, iou_pairs
@@ -50,13 +51,9 @@ def predict_frame(backend: Backend, gray: np.ndarray, tile: tuple[int, int],
     """(K, H, W) probabilities and (K,) frame presence (or None) for one frame, exactly
     as the daemon computes them."""
     grid = make_grid(gray.shape, tile)
-    tiles = cut(gray, grid)
-    if in_channels != 1:
-        tiles = np.repeat(tiles, in_channels, axis=1)
-    parts = [backend.infer_with_presence(np.ascontiguousarray(tiles[i:i + max_batch]))
-             for i in range(0, len(tiles), max_batch)]
-    presence = None if parts[0][1] is None else np.concatenate([g for _, g in parts]).max(0)
-    return stitch(np.concatenate([p for p, _ in parts]), grid), presence
+    probabilities, presence = infer_in_batches(backend, cut(gray, grid, in_channels),
+                                               max_batch)
+    return stitch(probabilities, grid), None if presence is None else presence.max(axis=0)
 
 
 def score(backend: Backend, frames: LabelledFrames, classes: list[ClassSpec],

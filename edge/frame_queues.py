@@ -32,7 +32,7 @@ class FrameQueues(Generic[T]):
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, camera_id: str, item: T, stop: threading.Event | None = None) -> list[T]:
+    def put(self, camera_id: str, item: T) -> list[T]:
         """Queue `item`; returns the frames dropped to make room (may be `item` itself)."""
         policy, capacity = self._settings_for(camera_id)
         with self._cond:
@@ -44,10 +44,7 @@ class FrameQueues(Generic[T]):
                 if policy == "drop-oldest":
                     dropped.append(queue.popleft())
                     continue
-                # block: wait for the batcher to make room (re-checking for shutdown).
-                if stop is not None and stop.is_set() and self._closed:
-                    return [item]
-                self._cond.wait(0.1)
+                self._cond.wait(0.1)  # block: wait for the batcher to make room
             queue.append(item)
             if camera_id not in self._order:
                 self._order.append(camera_id)

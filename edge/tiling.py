@@ -72,14 +72,19 @@ def make_grid(frame_shape: tuple[int, int], tile_shape: tuple[int, int]) -> Tile
     return TileGrid(fh, fw, th, tw, axis_spans(fh, th), axis_spans(fw, tw))
 
 
-def cut(frame: np.ndarray, grid: TileGrid) -> np.ndarray:
+def cut(frame: np.ndarray, grid: TileGrid, channels: int | None = None) -> np.ndarray:
     """Cut a (H, W) or (C, H, W) frame into tiles: (N, C, th, tw), C=1 for 2-D input.
 
+    `channels` replicates a single-channel frame into that many channels (grey into a
+    3-channel model) while cutting, without a second copy of the tiles.
     A frame smaller than a tile along an axis is padded by edge replication, which the
     stitch step removes again.
     """
     planes = frame[None] if frame.ndim == 2 else frame
-    channels, height, width = planes.shape
+    planes_channels, height, width = planes.shape
+    channels = channels or planes_channels
+    if channels != planes_channels and planes_channels != 1:
+        raise ValueError(f"cannot make {channels} channels from {planes_channels}")
     if (height, width) != (grid.frame_height, grid.frame_width):
         raise ValueError(f"frame is {height}x{width}, grid is for "
                          f"{grid.frame_height}x{grid.frame_width}")

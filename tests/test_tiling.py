@@ -48,3 +48,12 @@ def test_2d_frame_gets_one_channel():
     frame = np.arange(256 * 1000, dtype=np.uint32).reshape(256, 1000).astype(np.uint8)
     grid = make_grid(frame.shape, (256, 256))
     assert np.array_equal(stitch(cut(frame, grid), grid)[0], frame)
+
+
+def test_cut_replicates_grey_into_the_model_channels():
+    frame = np.arange(64 * 100, dtype=np.uint32).reshape(64, 100).astype(np.uint8)
+    grid = make_grid(frame.shape, (32, 32))
+    tiles = cut(frame, grid, 3)
+    assert tiles.shape == (grid.count, 3, 32, 32)
+    assert (tiles == tiles[:, :1]).all()
+    assert np.array_equal(stitch(tiles, grid)[2], frame)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lineside.edge.scoring import dice_pairs
+
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_AREAS = (0, 50, 150, 400, 800, 1500)
 GATE_THRESHOLDS = (0.0, 0.3, 0.5, 0.7)  # 0: gate off for the class
@@ -12,11 +14,7 @@ GATE_THRESHOLDS = (0.0, 0.3, 0.5, 0.7)  # 0: gate off for the class
 
 def class_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per-image Dice for (N, H, W) binary masks of one class (1 when both empty)."""
-    p = pred.reshape(len(pred), -1)
-    t = truth.reshape(len(truth), -1)
-    inter = np.logical_and(p, t).sum(1)
-    total = p.sum(1) + t.sum(1)
-    return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+    return dice_pairs(pred[:, None], truth[:, None])[:, 0]
 
 
 def tune_class(probabilities: np.ndarray, truth: np.ndarray,

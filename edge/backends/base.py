@@ -35,3 +35,15 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release device memory and sessions."""
+
+
+def infer_in_batches(backend: Backend, tiles: np.ndarray,
+                     max_batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (and presence, for gated models) of any number of tiles, at most
+    `max_batch` per inference call."""
+    parts = [backend.infer_with_presence(np.ascontiguousarray(tiles[i:i + max_batch]))
+             for i in range(0, len(tiles), max_batch)]
+    probabilities = np.concatenate([p for p, _ in parts])
+    if parts[0][1] is None:
+        return probabilities, None
+    return probabilities, np.concatenate([g for _, g in parts])
