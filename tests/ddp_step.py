@@ -43,6 +43,9 @@ def main(data: str, out: str) -> None:
         with open(out, "w") as handle:
             json.dump({"loss": loss_tensor.item(), "params": params.tolist()}, handle)
     if distributed:
+        # Every rank reaches here before teardown: a rank leaving while another still
+        # talks through gloo aborts ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -27,4 +27,5 @@ def fit_maybe_distributed(config: TrainConfig) -> dict[str, Any] | None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         return fit(config)
     finally:
+        dist.barrier()  # no rank tears gloo/NCCL down while another still uses it
         dist.destroy_process_group()
