@@ -26,6 +26,7 @@ OVERLOAD_POLICIES = ("block", "drop-oldest", "drop-newest")
 INPUT_MODES = ("pull", "sub")
 MASK_FORMATS = ("rle", "png")
 VERDICTS = ("ERROR", "REJECT")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -62,6 +63,10 @@ class ServeConfig:
     backend: str = "auto"
     precision: str = "fp32"
     threads: int = 0  # inference threads; 0 lets the backend choose
+    # Screening classifier bundle: only tiles it flags are segmented ("" = off).
+    screen: str = ""
+    screen_precision: str = ""  # the classifier's precision ("" = same as `precision`)
+    screen_thresholds: dict[int, float] = field(default_factory=dict)  # override its tuned ones
     max_batch: int = 8  # tiles per inference call
     max_wait_ms: float = 2.0  # how long a partial batch waits for more frames
     publish_masks: bool = False  # `mask` topic; off by default for bandwidth
@@ -91,7 +96,8 @@ class ServeConfig:
         if not self.input:
             raise ConfigError("input: at least one endpoint is required")
         choices = {"input_mode": INPUT_MODES, "mask_format": MASK_FORMATS,
-                   "failsafe_verdict": VERDICTS, "precision": ("fp32", "fp16", "int8")}
+                   "failsafe_verdict": VERDICTS, "precision": PRECISIONS,
+                   "screen_precision": ("", *PRECISIONS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
@@ -99,6 +105,10 @@ class ServeConfig:
                   "heartbeat_s": (0.05, 3600), "max_message_bytes": (1024, 2**31)}
         for name, (low, high) in bounds.items():
             _check_range(name, getattr(self, name), low, high)
+        for class_id, value in self.screen_thresholds.items():
+            _check_range(f"screen_thresholds.{class_id}", value, 0, 1)
+        if self.screen_thresholds and not self.screen:
+            raise ConfigError("screen_thresholds needs screen (a classifier bundle)")
         if self.curve_clients and not self.curve_secret:
             raise ConfigError("curve_clients needs curve_secret (the daemon's key file)")
         for name in ("curve_secret", "curve_clients"):

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -27,6 +27,7 @@ import zmq.auth
 from lineside.edge import protocol, rle
 from lineside.edge.backends import Backend, create_backend
 from lineside.edge.backends.base import infer_in_batches
+from lineside.edge.backends.screened import create_screened_backend, with_screen_gate
 from lineside.edge.bundle import Bundle, BundleError, ClassSpec, load_bundle
 from lineside.edge.config import CameraSettings, ServeConfig
 from lineside.edge.frame_queues import FrameQueues
@@ -73,15 +74,22 @@ class LoadedModel:
 
     bundle: Bundle
     backend: Backend
+    # With a screening classifier: its per-class thresholds, which then gate the classes
+    # (the frame presence the runtime reports is the classifier's).
+    screen_thresholds: list[float] | None = None
 
     @property
     def tile_shape(self) -> tuple[int, int]:
         return (self.bundle.manifest.tile_height, self.bundle.manifest.tile_width)
 
     def classes_for(self, camera: CameraSettings) -> list[ClassSpec]:
-        return [ClassSpec(c.id, c.name, camera.thresholds.get(c.id, c.threshold),
-                          camera.min_area.get(c.id, c.min_area))
-                for c in self.bundle.manifest.classes]
+        classes = self.bundle.manifest.classes
+        if self.screen_thresholds is not None:
+            classes = with_screen_gate(classes, self.screen_thresholds)
+        # `replace` keeps every other field, the presence gate's threshold included.
+        return [replace(c, threshold=camera.thresholds.get(c.id, c.threshold),
+                        min_area=camera.min_area.get(c.id, c.min_area))
+                for c in classes]
 
     def describe(self) -> dict[str, str]:
         return {"model": self.bundle.manifest.name, "bundle": str(self.bundle.root),
@@ -95,6 +103,13 @@ def load_model(path: str, config: ServeConfig) -> LoadedModel:
         raise BundleError(f"{path} holds a {bundle.manifest.task} model (a screening "
                           "classifier); edge-serve runs segmentation bundles")
     backend = create_backend(config.backend, bundle, config.precision, config.threads)
+    screen_thresholds: list[float] | None = None
+    if config.screen:
+        backend = create_screened_backend(
+            config.screen, bundle, backend, config.backend,
+            config.screen_precision or config.precision, config.threads,
+            config.screen_thresholds)
+        screen_thresholds = list(backend.thresholds)
     if config.inject_faults:
         from lineside.edge.backends.fault_injection import FaultInjectingBackend
 
@@ -108,7 +123,7 @@ def load_model(path: str, config: ServeConfig) -> LoadedModel:
     if out.shape[1] != len(manifest.classes):
         raise RuntimeError(f"model gives {out.shape[1]} classes, manifest lists "
                            f"{len(manifest.classes)}")
-    return LoadedModel(bundle, backend)
+    return LoadedModel(bundle, backend, screen_thresholds)
 
 
 @dataclass
@@ -435,6 +450,10 @@ class Daemon:
             infer_s = time.perf_counter() - began
             self.metrics.stage_seconds.labels("infer").observe(infer_s)
             self.metrics.batch_tiles.observe(len(batch.tiles))
+            if presence is not None and batch.model.screen_thresholds is not None:
+                segmented = int((presence >= batch.model.screen_thresholds).any(axis=1).sum())
+                self.metrics.screen_tiles.labels("segmented").inc(segmented)
+                self.metrics.screen_tiles.labels("skipped").inc(len(presence) - segmented)
             offset = 0
             for frame, grid in zip(batch.frames, batch.grids, strict=True):
                 part = None if outputs is None else outputs[offset:offset + grid.count]

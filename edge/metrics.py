@@ -36,6 +36,9 @@ class DaemonMetrics:
                                        ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_tiles = Histogram("lineside_batch_tiles", "Tiles per inference call",
                                      buckets=BATCH_BUCKETS, registry=r)
+        self.screen_tiles = Counter("lineside_screen_tiles", "Tiles the screening "
+                                    "classifier sent to segmentation or skipped",
+                                    ["outcome"], registry=r)
         self.queue_depth = Gauge("lineside_queue_depth", "Items waiting before a stage",
                                  ["stage"], registry=r)
         self.model = Info("lineside_model", "Model bundle and backend in use", registry=r)

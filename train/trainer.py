@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from lineside.edge.tiling import cut, make_grid, stitch
 from lineside.train.checkpoint import save_checkpoint
 from lineside.train.config import TrainConfig
 from lineside.train.data.severstal_dataset import (
@@ -41,24 +42,38 @@ log = logging.getLogger("lineside.train")
 
 @torch.no_grad()
 def predict_strips(model: nn.Module, strips: StripSet, mean: float, std: float,
-                   batch: int = 4, channels: int = 1, device: str = "cpu"
+                   batch: int = 4, channels: int = 1, device: str = "cpu",
+                   tile: tuple[int, int] | None = None
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, K, H, W) float16 probabilities on full strips, and (N, K) presence scores when
-    the model has a gate."""
+    the model has a gate (or is a classifier).
+
+    With `tile`, strips are cut, inferred and stitched as the runtime does it, and a
+    strip's presence is the maximum over its tiles: thresholds tuned on these numbers are
+    the ones that hold on the line (a presence head pooled over a whole strip would
+    dilute a small defect that fills a good part of one tile).
+    """
     model.eval()
     out, gates = [], []
+    height, width = strips.images.shape[1:]
+    grid = make_grid((height, width), tile or (height, width))
     for i in range(0, len(strips.names), batch):
-        frames = normalise(torch.from_numpy(strips.images[i:i + batch])[:, None], mean, std)
+        chunk = strips.images[i:i + batch]
+        tiles = np.concatenate([cut(strip, grid) for strip in chunk])
+        inputs = normalise(torch.from_numpy(tiles), mean, std)
         if channels == 3:
-            frames = frames.expand(-1, 3, -1, -1)
-        logits, presence = split_output(model(frames.to(device)))
+            inputs = inputs.expand(-1, 3, -1, -1)
+        logits, presence = split_output(model(inputs.to(device)))
         if logits.ndim == 2:  # a classifier: presence only, no masks
             logits, presence = None, logits
         else:
-            out.append(torch.sigmoid(logits).half().cpu().numpy())
+            probabilities = torch.sigmoid(logits).float().cpu().numpy()
+            out.extend(stitch(probabilities[j:j + grid.count], grid).astype(np.float16)
+                       for j in range(0, len(probabilities), grid.count))
         if presence is not None:
-            gates.append(torch.sigmoid(presence).float().cpu().numpy())
-    return (np.concatenate(out) if out else None), (np.concatenate(gates) if gates else None)
+            scores = torch.sigmoid(presence).float().cpu().numpy()
+            gates.append(scores.reshape(len(chunk), grid.count, -1).max(axis=1))
+    return (np.stack(out) if out else None), (np.concatenate(gates) if gates else None)
 
 
 UNTUNED = {"threshold": 0.5, "min_area": 0, "gate_threshold": 0.0}
@@ -288,7 +303,7 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         # Every rank scores the same (synchronised) model, so all agree on best and stop.
         probabilities, presence = predict_strips(net, val_set, mean, std, channels=channels,
-                                                 device=device)
+                                                 device=device, tile=tuple(config.tile))
         names = {v: k for k, v in config.label_names.items()}
         if probabilities is None:  # a screening classifier is judged image by image
             untuned, tuned, scores = screening_scores(presence, val_set, names)
@@ -337,7 +352,7 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
     if test_set is not None and len(test_set.names):
         # The one look at the test split: best epoch, post-processing tuned on validation.
         probabilities, presence = predict_strips(net, test_set, mean, std, channels=channels,
-                                                 device=device)
+                                                 device=device, tile=tuple(config.tile))
         result = screening_accuracy(presence, test_set, best["classes"]) \
             if probabilities is None else \
             evaluate(probabilities, presence, test_set, best["classes"])

@@ -17,6 +17,7 @@ EXAMPLES = """\
   edge-eval bundles/mini data/heldout                    # the bundle on ONNX Runtime (CPU)
   edge-eval runs/mini.pt data/heldout -o reports/mini    # the checkpoint (torch), overlays
   edge-eval bundles/r18 data/heldout --precision int8
+  edge-eval bundles/r18 data/heldout --precision int8 --screen bundles/screen-r18
 """
 
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("data", help="Severstal-layout folder with train.csv")
     ap.add_argument("--precision", default="fp32", help="bundle model to score")
     ap.add_argument("--limit", type=int, default=0, help="first N frames only")
+    ap.add_argument("--screen", metavar="BUNDLE", help="screening classifier bundle in front "
+                    "of the bundle (as edge-serve --screen): segment only flagged tiles")
+    ap.add_argument("--screen-threshold", action="append", default=[], metavar="CLASS=P",
+                    help="override a class's screening threshold")
     ap.add_argument("-o", "--out", help="report directory (metrics.json + overlays)")
     args = ap.parse_args(argv)
     setup_logging()
@@ -40,6 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         backend = create_backend("ort-cpu", bundle, args.precision)
         classes, tile = manifest.classes, (manifest.tile_height, manifest.tile_width)
         channels = manifest.in_channels
+        if args.screen:
+            from lineside.edge.backends.screened import (
+                create_screened_backend,
+                with_screen_gate,
+            )
+
+            overrides = {int(k): float(v) for k, _, v in
+                         (pair.partition("=") for pair in args.screen_threshold)}
+            backend = create_screened_backend(args.screen, bundle, backend, "ort-cpu",
+                                              args.precision, overrides=overrides)
+            classes = with_screen_gate(classes, list(backend.thresholds))
+    elif args.screen:
+        ap.error("--screen works on bundles (the classifier is a bundle too)")
     else:
         from lineside.train.torch_backend import TorchBackend
 
@@ -50,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     result = score(backend, frames, classes, tile, channels, keep_masks=bool(args.out))
     masks = result.pop("masks", None)
     per_frame = result.pop("per_frame_dice", None)
+    counts = getattr(backend, "counts", None)
+    if counts is not None:  # a screened backend: how much segmentation the screen saved
+        result["screen"] = {"tiles": counts.tiles, "segmented": counts.segmented,
+                            "segmented_share": round(counts.segmented_share, 4)}
     print(json.dumps({k: v for k, v in result.items() if k != "image_level"}, indent=2))
     for class_id, values in result["image_level"].items():
         print(f"class {class_id}: image precision {values['precision']} recall "

@@ -20,6 +20,7 @@ EXAMPLES = """\
   edge-serve bundle/ --input-mode sub --input tcp://10.0.0.5:6000   # camera broadcasts
   edge-serve bundle/ --metrics 127.0.0.1:9100 --control tcp://127.0.0.1:5557
   edge-serve bundle/ --http 127.0.0.1:8080     # operator view in a browser
+  edge-serve bundle/ --precision int8 --screen screen-bundle/   # segment flagged tiles only
   kill -HUP $(pidof edge-serve)               # reload the bundle in place (hot swap)
 """
 
@@ -54,6 +55,12 @@ def build_parser():
     ap.add_argument("--backend", help="auto | ort-cpu | ort-cuda | ort-trt | tensorrt")
     ap.add_argument("--precision", help="fp32 | fp16 | int8 model from the bundle")
     ap.add_argument("--threads", type=int, help="inference threads (0: backend default)")
+    ap.add_argument("--screen", metavar="BUNDLE",
+                    help="screening classifier bundle: segment only the tiles it flags")
+    ap.add_argument("--screen-precision", help="the classifier's precision (default: "
+                    "--precision)")
+    ap.add_argument("--screen-threshold", action="append", metavar="CLASS=P",
+                    help="override a class's screening threshold")
     ap.add_argument("--max-batch", type=int, help="tiles per inference call")
     ap.add_argument("--max-wait-ms", type=float, help="how long a partial batch waits")
     ap.add_argument("--queue-size", type=int, help="frames waiting per camera")
@@ -93,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, {
             "bundle": args.bundle, "input": args.input, "input_mode": args.input_mode,
             "output": args.output, "backend": args.backend, "precision": args.precision,
-            "threads": args.threads, "max_batch": args.max_batch,
+            "threads": args.threads, "max_batch": args.max_batch, "screen": args.screen,
+            "screen_precision": args.screen_precision,
+            "screen_thresholds": _class_table(args.screen_threshold, float),
             "max_wait_ms": args.max_wait_ms, "queue_size": args.queue_size,
             "overload": args.overload, "deadline_ms": args.deadline_ms,
             "failsafe_verdict": args.failsafe_verdict, "publish_masks": args.publish_masks,

@@ -1,0 +1,163 @@
+"""Screening classifier in front of the segmentation model (real ONNX Runtime sessions,
+a real edge-serve process): only flagged tiles are segmented, and the result is exactly
+what the segmentation model gives on those tiles."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lineside.edge.backends import create_backend
+from lineside.edge.backends.screened import (
+    ScreenedBackend,
+    create_screened_backend,
+    screening_thresholds,
+    with_screen_gate,
+)
+from lineside.edge.bundle import Bundle, BundleError, ClassSpec, Manifest, load_bundle
+from lineside.edge.config import CameraSettings
+from lineside.edge.daemon import LoadedModel
+from lineside.edge.evaluation import predict_frame
+from lineside.edge.postprocess import apply_gate, threshold_masks
+from lineside.edge.tiling import cut, make_grid
+
+from .conftest import free_endpoint
+from .line import collect, header, serve
+
+pytestmark = pytest.mark.slow
+
+
+def synth_tiles(synth_data, frames: int = 3) -> np.ndarray:
+    images = sorted((synth_data / "train_images").glob("*.jpg"))[:frames]
+    grid = make_grid((256, 1600), (256, 256))
+    return np.concatenate([cut(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), grid)
+                           for p in images])
+
+
+def screened(trained_bundle, screen_bundle, thresholds):
+    segment = load_bundle(trained_bundle)
+    return ScreenedBackend(create_backend("ort-cpu", load_bundle(screen_bundle)),
+                           create_backend("ort-cpu", segment), thresholds,
+                           segment.manifest.class_ids)
+
+
+def test_every_tile_flagged_gives_the_segmentation_model_exactly(
+        trained_bundle, screen_bundle, synth_data):
+    tiles = synth_tiles(synth_data)
+    backend = screened(trained_bundle, screen_bundle, [0.0] * 4)
+    alone = create_backend("ort-cpu", load_bundle(trained_bundle)).infer(tiles)
+    probabilities, scores = backend.infer_with_presence(tiles)
+    np.testing.assert_array_equal(probabilities, alone)
+    assert scores.shape == (len(tiles), 4) and ((scores >= 0) & (scores <= 1)).all()
+    assert backend.counts.tiles == backend.counts.segmented == len(tiles)
+
+
+def test_no_tile_flagged_segments_nothing(trained_bundle, screen_bundle, synth_data):
+    tiles = synth_tiles(synth_data)
+    backend = screened(trained_bundle, screen_bundle, [2.0] * 4)  # above any probability
+    probabilities, _ = backend.infer_with_presence(tiles)
+    assert probabilities.shape == (len(tiles), 4, 256, 256) and not probabilities.any()
+    assert backend.counts.segmented == 0 and backend.counts.tiles == len(tiles)
+
+
+def test_flagged_tiles_keep_exactly_their_flagged_classes(trained_bundle, screen_bundle,
+                                                          synth_data):
+    tiles = synth_tiles(synth_data, frames=4)
+    classifier = create_backend("ort-cpu", load_bundle(screen_bundle))
+    scores = classifier.infer(tiles)
+    # Class 1 splits the tiles in two halves; the other classes are never flagged.
+    values = np.unique(scores[:, 0])
+    assert len(values) >= 2, f"the classifier scores every tile alike: {values}"
+    thresholds = [float(values[len(values) // 2]), 2.0, 2.0, 2.0]  # float32-exact
+    backend = screened(trained_bundle, screen_bundle, thresholds)
+    probabilities, _ = backend.infer_with_presence(tiles)
+    alone = create_backend("ort-cpu", load_bundle(trained_bundle)).infer(tiles)
+    flagged = scores >= np.asarray(thresholds, np.float32)
+    assert 0 < flagged.any(axis=1).sum() < len(tiles)
+    for i in range(len(tiles)):
+        for k in range(4):
+            if flagged[i, k]:
+                np.testing.assert_allclose(probabilities[i, k], alone[i, k], atol=1e-6)
+            else:
+                assert not probabilities[i, k].any()
+    assert backend.counts.segmented == int(flagged.any(axis=1).sum())
+
+
+def test_thresholds_come_from_the_classifier_and_config_overrides_them(
+        trained_bundle, screen_bundle):
+    screen, segment = load_bundle(screen_bundle), load_bundle(trained_bundle)
+    tuned = [c.gate_threshold for c in screen.manifest.classes]
+    assert screening_thresholds(screen, segment) == tuned
+    assert screening_thresholds(screen, segment, {3: 0.25})[2] == 0.25
+    with pytest.raises(BundleError, match="unknown classes"):
+        screening_thresholds(screen, segment, {9: 0.5})
+
+
+def test_bundles_that_do_not_fit_together_are_refused(trained_bundle, screen_bundle,
+                                                      tmp_path):
+    segment = load_bundle(trained_bundle)
+    with pytest.raises(BundleError, match="screening classifier"):
+        screening_thresholds(segment, segment)  # a segmentation model as the screen
+    other = tmp_path / "screen-512"
+    shutil.copytree(screen_bundle, other)
+    manifest = (other / "manifest.json")
+    manifest.write_text(manifest.read_text().replace('"tile_width": 256', '"tile_width": 512'))
+    with pytest.raises(BundleError, match="256x512 tiles"):
+        create_screened_backend(other, segment, create_backend("ort-cpu", segment), "ort-cpu",
+                                "fp32")
+
+
+def test_daemon_keeps_the_gate_threshold_of_a_gated_bundle():
+    """A camera's threshold override must not reset the tuned presence-gate threshold."""
+    manifest = Manifest("m", "mini_unet", [ClassSpec(1, "a", 0.5, 10, gate_threshold=0.7)],
+                        256, 256)
+    bundle = Bundle(Path("not-loaded"), manifest)
+    no_backend = None  # classes_for reads the manifest only
+    (spec,) = LoadedModel(bundle, no_backend).classes_for(CameraSettings(thresholds={1: 0.4}))
+    assert (spec.threshold, spec.min_area, spec.gate_threshold) == (0.4, 10, 0.7)
+    (screened_spec,) = LoadedModel(bundle, no_backend, [0.3]).classes_for(CameraSettings())
+    assert screened_spec.gate_threshold == 0.3
+
+
+def scrape_total(port: int, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_daemon_with_a_screen_serves_every_frame_as_the_offline_pipeline_does(
+        trained_bundle, screen_bundle, synth_data):
+    images = sorted((synth_data / "train_images").glob("*.jpg"))[:8]
+    frames = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in images]
+    port = int(free_endpoint().rsplit(":", 1)[1])
+    with serve(trained_bundle, "--screen", str(screen_bundle), "--metrics",
+               f"127.0.0.1:{port}") as d:
+        for i, frame in enumerate(frames):
+            d.sender.send(header("cam0", i), frame)
+        book = collect(d.subscriber, len(frames))
+        segmented = scrape_total(port, "lineside_screen_tiles_total", outcome="segmented")
+        skipped = scrape_total(port, "lineside_screen_tiles_total", outcome="skipped")
+    assert book.errors == [] and book.drops == []
+    assert book.ids("results") == list(range(len(frames)))
+    assert segmented + skipped == 7 * len(frames)
+
+    segment = load_bundle(trained_bundle)
+    offline = create_screened_backend(screen_bundle, segment,
+                                      create_backend("ort-cpu", segment), "ort-cpu", "fp32")
+    classes = with_screen_gate(segment.manifest.classes, list(offline.thresholds))
+    for result, frame in zip(book.results, frames, strict=True):
+        probabilities, presence = predict_frame(offline, frame, (256, 256))
+        masks = apply_gate(threshold_masks(probabilities, classes), presence, classes)
+        for k, spec in enumerate(classes):
+            area = result["classes"][str(spec.id)]["area"]
+            assert abs(area - int(masks[k].sum())) <= max(2, 0.002 * area)
+            assert result["presence"][str(spec.id)] == pytest.approx(presence[k], abs=1e-3)
+    assert offline.counts.segmented == segmented
