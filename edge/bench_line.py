@@ -14,10 +14,13 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
+from lineside.edge.bench import Variant
 from lineside.edge.bundle import Bundle
 from lineside.edge.client import FrameSender, ResultSubscriber
 from lineside.edge.protocol import FrameHeader
@@ -37,29 +40,49 @@ class LoadResult:
     latency_p99_ms: float
     latency_max_ms: float
     frames: int
+    # Mean milliseconds per observation of each daemon stage during this load (decode
+    # and postprocess per frame, tile and infer per batch): where the time goes.
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+def stage_means(before: dict[str, tuple[float, float]],
+                after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean ms per observation of each stage between two `stage_totals` readings."""
+    means = {}
+    for stage, (seconds, count) in after.items():
+        old_seconds, old_count = before.get(stage, (0.0, 0.0))
+        if count > old_count:
+            means[stage] = round(1000 * (seconds - old_seconds) / (count - old_count), 3)
+    return means
 
 
 class DaemonUnderTest:
-    def __init__(self, bundle: Bundle, precision: str, backend: str, max_batch: int,
-                 threads: int = 0) -> None:
+    """edge-serve on one variant (precision, optional screen), fed `strips` in turn."""
+
+    def __init__(self, bundle: Bundle, variant: Variant, backend: str, max_batch: int,
+                 strips: list[np.ndarray], threads: int = 0,
+                 screen_thresholds: dict[int, float] | None = None) -> None:
         self.frames_in, self.results_out = _free_endpoint(), _free_endpoint()
+        self.metrics_port = int(_free_endpoint().rsplit(":", 1)[1])
         command = [sys.executable, "-m", "lineside.edge.cli.serve", str(bundle.root),
-                   "--backend", backend, "--precision", precision, "--max-batch",
+                   "--backend", backend, "--precision", variant.precision, "--max-batch",
                    str(max_batch), "--input", self.frames_in, "--output", self.results_out,
-                   "--queue-size", "64"]
+                   "--queue-size", "64", "--metrics", f"127.0.0.1:{self.metrics_port}"]
         if threads:
             command += ["--threads", str(threads)]
+        if variant.screen:
+            command += ["--screen", variant.screen]
+            for class_id, value in (screen_thresholds or {}).items():
+                command += ["--screen-threshold", f"{class_id}={value}"]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.subscriber = ResultSubscriber(self.results_out)
         self.sender = FrameSender(self.frames_in, high_water_mark=1000)
         self.subscriber.wait_ready(120)
-        manifest = bundle.manifest
-        shape = (manifest.frame_height, manifest.frame_width)
-        rng = np.random.default_rng(0)
-        self.strips = [rng.integers(60, 140, shape, dtype=np.uint8) for _ in range(4)]
-        self.shape = shape
+        self.strips = strips
+        self.shape = strips[0].shape
         self.next_id = 0
+        self.saturation_stages_ms: dict[str, float] = {}
 
     def _send(self) -> None:
         header = FrameHeader("bench", self.next_id, time.time_ns(), "mono8", self.shape)
@@ -83,14 +106,18 @@ class DaemonUnderTest:
         for _ in range(4):
             self._send()
         self._receive(4, 120)
+        before = self.stage_totals()
         began = time.monotonic()
         for _ in range(frames):
             self._send()
         self._receive(frames, 600)
-        return frames / (time.monotonic() - began)
+        rate = frames / (time.monotonic() - began)
+        self.saturation_stages_ms = stage_means(before, self.stage_totals())
+        return rate
 
     def at_rate(self, fps: float, frames: int) -> LoadResult:
         period = 1.0 / fps
+        before = self.stage_totals()
         began = time.monotonic()
         latencies: list[float] = []
         sent = 0
@@ -108,7 +135,20 @@ class DaemonUnderTest:
         ordered = sorted(latencies)
         return LoadResult(fps, frames / elapsed, statistics.median(ordered),
                           ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-                          ordered[-1], frames)
+                          ordered[-1], frames, stage_means(before, self.stage_totals()))
+
+    def stage_totals(self) -> dict[str, tuple[float, float]]:
+        """(seconds, observations) per daemon stage so far, from its /metrics."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        totals: dict[str, list[float]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in ("lineside_stage_seconds_sum", "lineside_stage_seconds_count"):
+                    pair = totals.setdefault(sample.labels["stage"], [0.0, 0.0])
+                    pair[sample.name.endswith("_count")] += sample.value
+        return {stage: (pair[0], pair[1]) for stage, pair in totals.items()}
 
     def close(self) -> None:
         self.sender.close()

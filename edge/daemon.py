@@ -117,9 +117,9 @@ def load_model(path: str, config: ServeConfig) -> LoadedModel:
     manifest = bundle.manifest
     # One batch before serving, so the first frame is not slow (and a broken model fails
     # here, not on the line).
-    warm = np.zeros((1, manifest.in_channels, manifest.tile_height, manifest.tile_width),
-                    np.uint8)
-    out = backend.infer(warm)
+    tile = (manifest.in_channels, manifest.tile_height, manifest.tile_width)
+    backend.warm_up(tile, config.max_batch)
+    out = backend.infer(np.zeros((1, *tile), np.uint8))
     if out.shape[1] != len(manifest.classes):
         raise RuntimeError(f"model gives {out.shape[1]} classes, manifest lists "
                            f"{len(manifest.classes)}")

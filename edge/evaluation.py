@@ -93,3 +93,32 @@ def score(backend: Backend, frames: LabelledFrames, classes: list[ClassSpec],
         result["per_frame_dice"] = dice_arr.mean(axis=1).tolist()
         result["masks"] = kept
     return result
+
+
+def score_screen(backend: Backend, frames: LabelledFrames, classes: list[ClassSpec],
+                 tile: tuple[int, int], in_channels: int = 1,
+                 max_batch: int = 8) -> dict[str, object]:
+    """A screening classifier judged the way the runtime uses it: tile by tile, a class
+    flagged when its score reaches the class's `gate_threshold`, against whether the
+    tile holds any pixel of that class. Recall matters most: a defect tile the screen
+    misses is never segmented."""
+    flags, truths = [], []
+    for gray, truth in zip(frames.images, frames.truths, strict=True):
+        grid = make_grid(gray.shape, tile)
+        scores, _ = infer_in_batches(backend, cut(gray, grid, in_channels), max_batch)
+        flags.append(scores >= np.asarray([c.gate_threshold for c in classes], np.float32))
+        truths.append(cut(truth, grid).reshape(grid.count, len(classes), -1).any(axis=2))
+    flagged, true = np.concatenate(flags), np.concatenate(truths)
+    per_class = {}
+    for k, c in enumerate(classes):
+        tp = int((flagged[:, k] & true[:, k]).sum())
+        per_class[str(c.id)] = {
+            "accuracy": float((flagged[:, k] == true[:, k]).mean()),
+            "recall": tp / int(true[:, k].sum()) if true[:, k].any() else None,
+            "flagged": int(flagged[:, k].sum()), "support": int(true[:, k].sum())}
+    defect = true.any(axis=1)
+    kept = flagged.any(axis=1)
+    return {"tile_accuracy": float((flagged == true).mean()),
+            "defect_tile_recall": float((kept & defect).sum() / max(1, defect.sum())),
+            "tiles_segmented_share": float(kept.mean()), "tiles": len(flagged),
+            "per_class": per_class, "images": len(frames.names)}

@@ -53,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}: {', '.join(manifest.models)}; "
           f"parity max |diff| {manifest.parity['fp32']['max_abs_diff']:.2e}")
     for precision, result in manifest.metrics.get("heldout", {}).items():
-        print(f"  held-out Dice {precision:9s} {result['dice']:.4f} ({result['images']} frames)")
+        if "dice" in result:
+            print(f"  held-out Dice {precision:9s} {result['dice']:.4f} "
+                  f"({result['images']} frames)")
+        else:  # a screening classifier, judged tile by tile
+            print(f"  held-out tile accuracy {precision:9s} {result['tile_accuracy']:.4f}, "
+                  f"defect-tile recall {result['defect_tile_recall']:.4f}, segments "
+                  f"{100 * result['tiles_segmented_share']:.0f}% of tiles "
+                  f"({result['images']} frames)")
     for line in report.engines_not_built:
         print(f"  {line}")
     return 0

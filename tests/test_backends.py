@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lineside.edge.backends import BackendUnavailable, create_backend
+from lineside.edge.backends.onnxruntime import PROVIDERS
 from lineside.edge.backends.tensorrt_engine import EngineSidecar, ShapeProfile, tensorrt_available
 from lineside.edge.bundle import load_bundle
 
@@ -63,6 +64,23 @@ def _gpu_reference(bundle_path):
     return bundle, tiles, expected
 
 
+# Decided at collection, so that the bundles these tests need are not built for nothing.
+TENSORRT_OK, TENSORRT_REASON = tensorrt_available()
+needs_tensorrt = pytest.mark.skipif(not TENSORRT_OK,
+                                    reason=f"TensorRT backend unavailable here: {TENSORRT_REASON}")
+
+
+@pytest.fixture(scope="module")
+def fp16_bundle(trained_bundle, tmp_path_factory):
+    """The trained MiniUNet exported with its FP16 variant (no INT8: quick)."""
+    from .conftest import run_module
+
+    bundle = tmp_path_factory.mktemp("fp16") / "bundle"
+    run_module("lineside.export.cli", str(trained_bundle.parent / "mini.pt"), "-o",
+               str(bundle), "--fp16")
+    return bundle
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["ort-cuda", "ort-trt"])
 def test_onnxruntime_gpu_providers_match_the_cpu(trained_bundle, name):
@@ -71,15 +89,23 @@ def test_onnxruntime_gpu_providers_match_the_cpu(trained_bundle, name):
         backend = create_backend(name, bundle)
     except BackendUnavailable as exc:
         pytest.skip(f"{name} unavailable here: {exc}")
+    assert backend.session.get_providers()[0] == PROVIDERS[name][0]  # no silent fallback
     assert np.abs(backend.infer(tiles) - expected).max() < 1e-2
 
 
 @pytest.mark.gpu
-def test_native_tensorrt_fp32_engine_matches_onnxruntime(trained_bundle, tmp_path,
-                                                         monkeypatch):
-    ok, reason = tensorrt_available()
-    if not ok:
-        pytest.skip(f"TensorRT backend unavailable here: {reason}")
+def test_onnxruntime_cuda_runs_the_fp16_model_close_to_fp32_on_the_cpu(fp16_bundle):
+    bundle, tiles, expected = _gpu_reference(fp16_bundle)
+    try:
+        backend = create_backend("ort-cuda", bundle, "fp16")
+    except BackendUnavailable as exc:
+        pytest.skip(f"ort-cuda unavailable here: {exc}")
+    assert np.abs(backend.infer(tiles) - expected).max() < 2e-2
+
+
+@pytest.mark.gpu
+@needs_tensorrt
+def test_native_tensorrt_fp32_engine_matches_onnxruntime(trained_bundle, tmp_path):
     from lineside.edge.backends.tensorrt import TensorRTBackend
 
     bundle, tiles, expected = _gpu_reference(trained_bundle)
@@ -93,12 +119,10 @@ def test_native_tensorrt_fp32_engine_matches_onnxruntime(trained_bundle, tmp_pat
 
 
 @pytest.mark.gpu
+@needs_tensorrt
 @pytest.mark.parametrize("precision, tolerance", [("fp16", 2e-2), ("int8", 0.1)])
 def test_native_tensorrt_engines_from_fp16_and_qdq_onnx_match_onnxruntime(
         quantised_bundle, tmp_path, precision, tolerance):
-    ok, reason = tensorrt_available()
-    if not ok:
-        pytest.skip(f"TensorRT backend unavailable here: {reason}")
     from lineside.edge.backends.tensorrt import TensorRTBackend
 
     bundle, tiles, expected = _gpu_reference(quantised_bundle)

@@ -29,12 +29,35 @@ class Backend(ABC):
         """Probabilities and, for models with a presence gate, (N, K) presence scores."""
         return self.infer(tiles), None
 
+    def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
+        """Run the batch shapes serving will use, so that no frame on the line waits for
+        a first-call allocation or kernel search. (C, H, W) tiles; batch 1 by default."""
+        self.infer(np.zeros((1, *tile), np.uint8))
+
     def describe(self) -> dict[str, str]:
         """What runs where, for logs, heartbeats and benchmark reports."""
         return {"backend": self.name}
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release device memory and sessions."""
+
+
+def bucket_size(count: int) -> int:
+    """The batch size a GPU backend runs `count` tiles at: the next power of two.
+
+    GPU runtimes tune kernels per input shape (cuDNN's algorithm search in ONNX Runtime's
+    CUDA provider, engine profiles in its TensorRT provider); a screen that segments any
+    number of tiles would otherwise meet a new shape, and a new search, at every batch.
+    """
+    return 1 << max(0, count - 1).bit_length()
+
+
+def pad_batch(tiles: np.ndarray) -> np.ndarray:
+    """`tiles` padded with copies of its first tile up to `bucket_size(len(tiles))`."""
+    size = bucket_size(len(tiles))
+    if size == len(tiles):
+        return tiles
+    return np.concatenate([tiles, np.repeat(tiles[:1], size - len(tiles), axis=0)])
 
 
 def infer_in_batches(backend: Backend, tiles: np.ndarray,

@@ -33,6 +33,9 @@ class FaultInjectingBackend(Backend):
                                 f"(--inject-faults infer-every={self.every})")
         return self.inner.infer(tiles)
 
+    def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
+        self.inner.warm_up(tile, max_batch)  # faults are for serving calls only
+
     def describe(self) -> dict[str, str]:
         return {**self.inner.describe(), "backend": self.name,
                 "fault_injection": f"infer-every={self.every}"}

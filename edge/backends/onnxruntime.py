@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lineside.edge.backends.base import Backend, BackendUnavailable
+from lineside.edge.backends.base import Backend, BackendUnavailable, bucket_size, pad_batch
 
 # Execution providers per backend name, in ONNX Runtime's order of preference.
 PROVIDERS = {
@@ -31,28 +31,55 @@ class OnnxRuntimeBackend(Backend):
                 f"backend {name} needs ONNX Runtime's {wanted[0]}, this install has {available}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
+        if name != "ort-cpu":
+            # On a GPU the graph runs on the device; ONNX Runtime's CPU thread pool only
+            # shapes and copies. Left at its default (one spinning thread per core), it
+            # busy-waits after every call and starves the daemon's own stages.
+            options.intra_op_num_threads = threads or 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        elif threads:
             options.intra_op_num_threads = threads
         self.name = name
+        self.bucketed = name != "ort-cpu"  # a CPU has no per-shape kernel search to avoid
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
                                             providers=[p for p in wanted if p in available])
+        # ONNX Runtime lists the TensorRT and CUDA providers whenever its GPU build is
+        # installed, and when their libraries fail to load it quietly falls back to the
+        # next provider. A line must not run on the CPU while the config says GPU.
+        running = self.session.get_providers()
+        if wanted[0] not in running:
+            raise BackendUnavailable(
+                f"backend {name}: ONNX Runtime could not start {wanted[0]} (its CUDA, cuDNN "
+                f"or TensorRT libraries are missing or do not match) and fell back to "
+                f"{running}; see ONNX Runtime's log above for the library it could not load")
         self.input_name = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = outputs[0]
         self.presence_name = outputs[1] if len(outputs) > 1 else None
         self._version = ort.__version__
 
+    def _run(self, outputs: list[str], tiles: np.ndarray) -> list[np.ndarray]:
+        count = len(tiles)
+        if self.bucketed:  # a few fixed shapes on the GPU, see base.bucket_size
+            tiles = pad_batch(tiles)
+        results = self.session.run(outputs, {self.input_name: tiles})
+        return [np.asarray(r[:count], dtype=np.float32) for r in results]
+
     def infer(self, tiles: np.ndarray) -> np.ndarray:
-        (probabilities,) = self.session.run([self.output_name], {self.input_name: tiles})
-        return np.asarray(probabilities, dtype=np.float32)
+        return self._run([self.output_name], tiles)[0]
 
     def infer_with_presence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.presence_name is None:
             return self.infer(tiles), None
-        probabilities, presence = self.session.run([self.output_name, self.presence_name],
-                                                   {self.input_name: tiles})
-        return (np.asarray(probabilities, dtype=np.float32),
-                np.asarray(presence, dtype=np.float32))
+        probabilities, presence = self._run([self.output_name, self.presence_name], tiles)
+        return probabilities, presence
+
+    def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
+        sizes = [1]
+        while self.bucketed and sizes[-1] < bucket_size(max_batch):
+            sizes.append(sizes[-1] * 2)
+        for size in sizes:
+            self.infer(np.zeros((size, *tile), np.uint8))
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "onnxruntime": self._version,

@@ -85,6 +85,11 @@ class ScreenedBackend(Backend):
             self.counts.per_class[class_id] += int(flagged[:, k].sum())
         return probabilities, scores
 
+    def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
+        # Warm tiles are blank and would not be flagged: warm each model directly.
+        self.screen.warm_up(tile, max_batch)
+        self.segment.warm_up(tile, max_batch)
+
     def describe(self) -> dict[str, str]:
         described = self.segment.describe()
         screen = self.screen.describe()

@@ -10,7 +10,7 @@ import cv2
 
 from lineside.edge.bundle import ClassSpec, load_bundle
 from lineside.edge.cli.common import parser, setup_logging
-from lineside.edge.evaluation import LabelledFrames, score
+from lineside.edge.evaluation import LabelledFrames, score, score_screen
 from lineside.edge.overlay import compare
 
 EXAMPLES = """\
@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         classes = [ClassSpec(**c) for c in backend.meta["classes"]]
         tile, channels = tuple(backend.meta["tile"]), int(backend.meta["in_channels"])
     frames = LabelledFrames.from_folder(args.data, [c.id for c in classes], args.limit)
+    if model.is_dir() and manifest.task == "classification":  # a screening classifier
+        screen_result = score_screen(backend, frames, classes, tile, channels)
+        print(json.dumps(screen_result, indent=2))
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "metrics.json").write_text(json.dumps(screen_result, indent=2))
+        return 0
     result = score(backend, frames, classes, tile, channels, keep_masks=bool(args.out))
     masks = result.pop("masks", None)
     per_frame = result.pop("per_frame_dice", None)
