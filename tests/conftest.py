@@ -68,12 +68,14 @@ def quantised_bundle(trained_bundle, synth_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def screen_bundle(synth_data, tmp_path_factory) -> Path:
-    """A ResNet-18 screening classifier on the same 256x256 tiles as `trained_bundle`,
-    trained briefly and exported: the real classifier train+export path."""
+    """A ResNet-18 screening classifier at half resolution (as configs/screen_r18.yaml) on
+    the same 256x256 tiles as `trained_bundle`, trained briefly and exported: the real
+    classifier train+export path."""
     work = tmp_path_factory.mktemp("screen")
     checkpoint = work / "screen.pt"
     run_module("lineside.train.cli", f"data={synth_data}", f"out={checkpoint}",
-               "model.architecture=classifier", "model.encoder_name=resnet18", "epochs=2",
+               "model.architecture=classifier", "model.encoder_name=resnet18",
+               "model.downsample=2", "epochs=2",
                "samples_per_epoch=32", "batch_size=4", "limit=16", "val_fraction=0.25")
     bundle = work / "bundle"
     run_module("lineside.export.cli", str(checkpoint), "-o", str(bundle))

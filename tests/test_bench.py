@@ -17,7 +17,7 @@ def test_bench_report_has_every_stage_and_ratios(trained_bundle, screen_bundle, 
                         "--screen", str(screen_bundle), "--images", str(synth_data),
                         "--stages", "bare", "daemon", "baseline", "--baseline",
                         str(trained_bundle.parent / "mini.pt"), "--frames", "2", "--rounds",
-                        "1", "--daemon-frames", "4", "-o", str(tmp_path))
+                        "1", "--daemon-frames", "4", "--ort-profile", "-o", str(tmp_path))
     report = json.loads((tmp_path / "bench.json").read_text())
     bare = {row["precision"]: row for row in report["bare"]}
     assert set(bare) == {"fp32", "fp32+screen"}
@@ -27,6 +27,11 @@ def test_bench_report_has_every_stage_and_ratios(trained_bundle, screen_bundle, 
         assert report["daemon"][label]["saturation_fps"] > 0
         assert [x["frames"] for x in report["daemon"][label]["loads"]] == [4, 4, 4]
     assert report["baseline"]["gflop_per_frame"] > 0
+    shares = report["ort_profile"]["fp32"]
+    assert "Conv" in shares and abs(sum(shares.values()) - 1) < 0.01
+    stages = report["daemon"]["fp32"]["saturation_stages_ms"]
+    assert {"decode", "tile", "infer", "postprocess"} <= set(stages)
+    assert all(row["batch_latency_p99_ms"] >= row["batch_latency_ms"] for row in report["bare"])
     assert report["frames"] == str(synth_data)
     assert any(r.startswith("daemon/bare fp32+screen") for r in report["ratios"])
     assert (tmp_path / "bench.png").stat().st_size > 1000

@@ -161,3 +161,48 @@ def test_daemon_with_a_screen_serves_every_frame_as_the_offline_pipeline_does(
             assert abs(area - int(masks[k].sum())) <= max(2, 0.002 * area)
             assert result["presence"][str(spec.id)] == pytest.approx(presence[k], abs=1e-3)
     assert offline.counts.segmented == segmented
+
+
+def test_padded_batches_are_few_powers_of_two_and_give_the_same_results(trained_bundle):
+    from lineside.edge.backends.base import bucket_size, pad_batch
+
+    assert [bucket_size(n) for n in (1, 2, 3, 7, 8, 9, 14)] == [1, 2, 4, 8, 8, 16, 16]
+    tiles = np.random.default_rng(1).integers(0, 256, (3, 1, 64, 64), np.uint8)
+    padded = pad_batch(tiles)
+    assert padded.shape[0] == 4 and (padded[:3] == tiles).all() and (padded[3] == tiles[0]).all()
+    backend = create_backend("ort-cpu", load_bundle(trained_bundle))
+    alone = backend.infer(tiles)
+    backend.bucketed = True  # what a GPU backend does
+    np.testing.assert_allclose(backend.infer(tiles), alone, atol=1e-6)
+
+
+def test_screen_int8_export_is_gated_on_tile_accuracy_and_edge_eval_scores_it(
+        screen_bundle, synth_data, tmp_path):
+    """A classifier's INT8 variant is judged by tile accuracy at its tuned thresholds.
+    This briefly trained one scores near its thresholds, so INT8 may flip decisions:
+    either the gate passes with the drop recorded, or it refuses with that report and
+    writes no bundle. Both are the gate working; a crash or a silent bundle is not."""
+    import subprocess
+    import sys
+
+    from .conftest import run_module
+
+    calibration = tmp_path / "cal"
+    run_module("lineside.calibration.cli", str(synth_data), "-o", str(calibration), "--n", "32")
+    bundle = tmp_path / "screen-int8"
+    result = subprocess.run(
+        [sys.executable, "-m", "lineside.export.cli", str(screen_bundle.parent / "screen.pt"),
+         "-o", str(bundle), "--int8", "--calib", str(calibration), "--eval", str(synth_data),
+         "--eval-limit", "8"], capture_output=True, text=True, timeout=600)
+    if result.returncode == 0:
+        manifest = load_bundle(bundle).manifest
+        for key in ("fp32", "int8", "int8-trt"):
+            held_out = manifest.metrics["heldout"][key]
+            assert 0 <= held_out["tile_accuracy"] <= 1 and held_out["tiles"] == 8 * 7
+        assert manifest.metrics["quantization"]["int8"]["attempts"][-1]["drop"] <= 0.005
+    else:
+        assert "misses the accuracy gate (tile accuracy may drop" in result.stderr
+        assert not bundle.exists()
+    scored = run_module("lineside.edge.cli.eval", str(screen_bundle), str(synth_data),
+                        "--limit", "4")
+    assert '"defect_tile_recall"' in scored.stdout and '"tiles": 28' in scored.stdout

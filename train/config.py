@@ -31,6 +31,7 @@ class ModelSettings:
     widths: list[int] | None = None  # MiniUNet only
     norm: str = "batch"  # MiniUNet only: batch | group (exact under CPU DDP)
     gate: bool = False  # per-class presence head (defect/no-defect gate), all architectures
+    downsample: int = 1  # classifier only: average-pool the input by this factor first
 
 
 @dataclass

@@ -158,6 +158,7 @@ def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
             params["widths"] = list(settings.widths)
     elif settings.architecture in CLASSIFIERS:
         params["backbone"] = settings.encoder_name or "resnet18"
+        params["downsample"] = settings.downsample
         return params
     else:
         params["encoder_name"] = settings.encoder_name or "resnet34"

@@ -37,8 +37,12 @@ class OnnxRuntimeBackend(Backend):
             # busy-waits after every call and starves the daemon's own stages.
             options.intra_op_num_threads = threads or 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        elif threads:
-            options.intra_op_num_threads = threads
+        else:
+            if threads:
+                options.intra_op_num_threads = threads
+            # No busy-waiting between calls: in the daemon the cores that ONNX Runtime's
+            # pool would spin on are the ones decoding, post-processing and publishing.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = name
         self.bucketed = name != "ort-cpu"  # a CPU has no per-shape kernel search to avoid
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
