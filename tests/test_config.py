@@ -56,3 +56,13 @@ def test_bad_toml_file_is_a_config_error(tmp_path):
         load_config(path, {})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", {})
+
+
+def test_class_value_flags_parse_to_integer_class_ids_and_refuse_garbage():
+    from lineside.edge.cli.common import class_values
+
+    assert class_values(["3=0.4", "4=0.6"]) == {3: 0.4, 4: 0.6}
+    assert class_values(None) == {}
+    for bad in ("x=0.4", "3", "3=high"):
+        with pytest.raises(ConfigError, match="--threshold"):
+            class_values([bad], float, "--threshold")

@@ -21,7 +21,8 @@ from lineside.edge.bench import (
     ort_op_profile,
 )
 from lineside.edge.bundle import load_bundle
-from lineside.edge.cli.common import parser, setup_logging
+from lineside.edge.cli.common import class_values, parser, setup_logging
+from lineside.edge.config import ConfigError
 
 EXAMPLES = """\
   edge-bench bundles/r18 --precision fp32 int8                 # bare backend only
@@ -63,14 +64,6 @@ def plot(report: dict, path: Path) -> bool:
     return True
 
 
-def _class_values(pairs: list[str]) -> dict[int, float]:
-    values = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        values[int(key)] = float(value)
-    return values
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = parser("edge-bench", "Benchmark a bundle side by side in one run.", EXAMPLES)
     ap.add_argument("bundle")
@@ -99,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging()
     bundle = load_bundle(args.bundle)
-    screen_thresholds = _class_values(args.screen_threshold)
+    try:
+        screen_thresholds = class_values(args.screen_threshold, float, "--screen-threshold")
+    except ConfigError as exc:
+        ap.error(str(exc))
     variants = [Variant(p) for p in args.precision]
     if args.screen:
         variants += [Variant(p, args.screen) for p in args.precision]

@@ -6,12 +6,33 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from lineside.edge.config import ConfigError
+
+Value = TypeVar("Value")
 
 
 def parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=prog, description=description, epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def class_values(pairs: list[str] | None, cast: Callable[[str], Value] = float,
+                 flag: str = "") -> dict[int, Value]:
+    """`["3=0.4", "4=0.6"]` (a repeatable CLASS=VALUE flag) -> `{3: 0.4, 4: 0.6}`."""
+    values: dict[int, Value] = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        try:
+            values[int(key)] = cast(value)
+        except ValueError:
+            raise ConfigError(
+                f"{flag or 'class value'}: expected CLASS=VALUE with an integer class id, "
+                f"got {pair!r}") from None
+    return values
 
 
 class JsonLinesFormatter(logging.Formatter):

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 
 from lineside.edge.bundle import ClassSpec, load_bundle
-from lineside.edge.cli.common import parser, setup_logging
+from lineside.edge.cli.common import class_values, parser, setup_logging
+from lineside.edge.config import ConfigError
 from lineside.edge.evaluation import LabelledFrames, score, score_screen
 from lineside.edge.overlay import compare
 
@@ -51,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                 with_screen_gate,
             )
 
-            overrides = {int(k): float(v) for k, _, v in
-                         (pair.partition("=") for pair in args.screen_threshold)}
+            try:
+                overrides = class_values(args.screen_threshold, float, "--screen-threshold")
+            except ConfigError as exc:
+                ap.error(str(exc))
             backend = create_screened_backend(args.screen, bundle, backend, "ort-cpu",
                                               args.precision, overrides=overrides)
             classes = with_screen_gate(classes, list(backend.thresholds))

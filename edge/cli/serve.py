@@ -6,11 +6,10 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
 
 from lineside.edge.backends import BackendUnavailable
 from lineside.edge.bundle import BundleError
-from lineside.edge.cli.common import parser, setup_logging
+from lineside.edge.cli.common import class_values, parser, setup_logging
 from lineside.edge.config import ConfigError, load_config
 
 EXAMPLES = """\
@@ -25,19 +24,6 @@ EXAMPLES = """\
 """
 
 log = logging.getLogger("lineside.edge.serve")
-
-
-def _class_table(pairs: list[str] | None, cast) -> dict[str, Any] | None:
-    if not pairs:
-        return None
-    table = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            table[key] = cast(value)
-        except ValueError:
-            raise ConfigError(f"expected CLASS=VALUE, got {pair!r}") from None
-    return table
 
 
 def build_parser():
@@ -106,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             "output": args.output, "backend": args.backend, "precision": args.precision,
             "threads": args.threads, "max_batch": args.max_batch, "screen": args.screen,
             "screen_precision": args.screen_precision,
-            "screen_thresholds": _class_table(args.screen_threshold, float),
+            "screen_thresholds": class_values(args.screen_threshold, float,
+                                              "--screen-threshold") or None,
             "max_wait_ms": args.max_wait_ms, "queue_size": args.queue_size,
             "overload": args.overload, "deadline_ms": args.deadline_ms,
             "failsafe_verdict": args.failsafe_verdict, "publish_masks": args.publish_masks,
-            "mask_format": args.mask_format, "thresholds": _class_table(args.threshold, float),
+            "mask_format": args.mask_format,
+            "thresholds": class_values(args.threshold, float, "--threshold") or None,
             "metrics": args.metrics, "control": args.control, "http": args.http,
             "curve_secret": args.curve_secret, "curve_clients": args.curve_clients,
             "inject_faults": args.inject_faults,
