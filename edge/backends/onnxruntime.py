@@ -31,18 +31,14 @@ class OnnxRuntimeBackend(Backend):
                 f"backend {name} needs ONNX Runtime's {wanted[0]}, this install has {available}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if name != "ort-cpu":
-            # On a GPU the graph runs on the device; ONNX Runtime's CPU thread pool only
-            # shapes and copies. Left at its default (one spinning thread per core), it
-            # busy-waits after every call and starves the daemon's own stages.
+        # No busy-waiting after a call: the cores ONNX Runtime's pool would spin on are the
+        # ones the daemon decodes, post-processes and publishes on, and a second session
+        # (a screening classifier) runs on next (measured: docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if name != "ort-cpu":  # on a GPU the CPU pool only handles shapes and copies
             options.intra_op_num_threads = threads or 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        else:
-            if threads:
-                options.intra_op_num_threads = threads
-            # No busy-waiting between calls: in the daemon the cores that ONNX Runtime's
-            # pool would spin on are the ones decoding, post-processing and publishing.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        elif threads:
+            options.intra_op_num_threads = threads
         self.name = name
         self.bucketed = name != "ort-cpu"  # a CPU has no per-shape kernel search to avoid
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
