@@ -27,7 +27,11 @@ import zmq.auth
 from lineside.edge import protocol, rle
 from lineside.edge.backends import Backend, create_backend
 from lineside.edge.backends.base import infer_in_batches
-from lineside.edge.backends.screened import create_screened_backend, with_screen_gate
+from lineside.edge.backends.screened import (
+    create_screened_backend,
+    tiles_to_segment,
+    with_screen_gate,
+)
 from lineside.edge.bundle import Bundle, BundleError, ClassSpec, load_bundle
 from lineside.edge.config import CameraSettings, ServeConfig
 from lineside.edge.frame_queues import FrameQueues
@@ -451,7 +455,8 @@ class Daemon:
             self.metrics.stage_seconds.labels("infer").observe(infer_s)
             self.metrics.batch_tiles.observe(len(batch.tiles))
             if presence is not None and batch.model.screen_thresholds is not None:
-                segmented = int((presence >= batch.model.screen_thresholds).any(axis=1).sum())
+                flagged = presence >= np.asarray(batch.model.screen_thresholds, np.float32)
+                segmented = int(tiles_to_segment(flagged).sum())
                 self.metrics.screen_tiles.labels("segmented").inc(segmented)
                 self.metrics.screen_tiles.labels("skipped").inc(len(presence) - segmented)
             offset = 0

@@ -13,7 +13,7 @@ TensorRT) can run either, and the daemon sees one backend.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +28,16 @@ class ScreenCounts:
 
     tiles: int = 0
     segmented: int = 0
-    per_class: dict[int, int] = field(default_factory=dict)  # tiles flagged per class id
 
     @property
     def segmented_share(self) -> float:
         return self.segmented / self.tiles if self.tiles else 0.0
+
+
+def tiles_to_segment(flagged: np.ndarray) -> np.ndarray:
+    """(N,) bool from (N, K) per-class flags: a tile is segmented when any class is flagged.
+    The one rule, shared by the backend and the daemon's metrics."""
+    return flagged.any(axis=1)
 
 
 class ScreenedBackend(Backend):
@@ -52,9 +57,8 @@ class ScreenedBackend(Backend):
         self.screen = screen
         self.segment = segment
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
-        self.class_ids = list(class_ids)
         self.name = f"{segment.name}+screen"
-        self.counts = ScreenCounts(per_class={c: 0 for c in class_ids})
+        self.counts = ScreenCounts()
 
     def flags(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, K) classifier scores and (N, K) bool: class flagged in tile."""
@@ -71,7 +75,7 @@ class ScreenedBackend(Backend):
         """Probabilities (zeros where screened out) and the classifier's (N, K) scores,
         which the runtime reports as the frame's presence."""
         scores, flagged = self.flags(tiles)
-        keep = flagged.any(axis=1)
+        keep = tiles_to_segment(flagged)
         height, width = tiles.shape[2:]
         probabilities = np.zeros((len(tiles), len(self.thresholds), height, width),
                                  dtype=np.float32)
@@ -81,8 +85,6 @@ class ScreenedBackend(Backend):
             probabilities[keep] = segmented * flagged[keep][:, :, None, None]
         self.counts.tiles += len(tiles)
         self.counts.segmented += int(keep.sum())
-        for k, class_id in enumerate(self.class_ids):
-            self.counts.per_class[class_id] += int(flagged[:, k].sum())
         return probabilities, scores
 
     def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
