@@ -14,6 +14,7 @@ import numpy as np
 
 from lineside.edge.backends import Backend
 from lineside.edge.backends.base import infer_in_batches
+from lineside.edge.backends.screened import tiles_to_segment
 from lineside.edge.bundle import ClassSpec
 from lineside.edge.postprocess import apply_gate, threshold_masks
 from lineside.edge.scoring import dice_pairs, iou_pairs
@@ -117,7 +118,7 @@ def score_screen(backend: Backend, frames: LabelledFrames, classes: list[ClassSp
             "recall": tp / int(true[:, k].sum()) if true[:, k].any() else None,
             "flagged": int(flagged[:, k].sum()), "support": int(true[:, k].sum())}
     defect = true.any(axis=1)
-    kept = flagged.any(axis=1)
+    kept = tiles_to_segment(flagged)
     return {"tile_accuracy": float((flagged == true).mean()),
             "defect_tile_recall": float((kept & defect).sum() / max(1, defect.sum())),
             "tiles_segmented_share": float(kept.mean()), "tiles": len(flagged),

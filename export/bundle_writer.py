@@ -49,6 +49,9 @@ FP16_TOLERANCE = 2e-2  # worst |FP32 - FP16| probability
 MAX_DICE_DROP = 0.005  # INT8 may lose at most this much held-out Dice against FP32
 
 INT8_FLAVOURS = {"int8": "cpu", "int8-trt": "tensorrt"}
+# What the INT8 gate compares, per bundle task: (result key, name in logs and errors).
+GATE_METRIC = {"segmentation": ("dice", "Dice"), "classification": ("tile_accuracy",
+                                                                     "tile accuracy")}
 
 
 class ExportError(RuntimeError):
@@ -110,21 +113,16 @@ def _held_out_quality(manifest: Manifest, model: Path,
     classifier (one decision per tile and class, so one flipped decision moves it by
     far less than the allowed drop on a few dozen frames)."""
     tile = (manifest.tile_height, manifest.tile_width)
-    if manifest.task == "classification":
-        result = score_screen(_cpu_backend(model), held_out, manifest.classes, tile,
-                              manifest.in_channels)
-        return float(result["tile_accuracy"]), result
-    result = score(_cpu_backend(model), held_out, manifest.classes, tile,
-                   manifest.in_channels)
-    return float(result["dice"]), result
+    scorer = score_screen if manifest.task == "classification" else score
+    result = scorer(_cpu_backend(model), held_out, manifest.classes, tile, manifest.in_channels)
+    return float(result[GATE_METRIC[manifest.task][0]]), result
 
 
 def _quantise_with_gate(staging: Path, fp32: Path, manifest: Manifest,
                         calibration: CalibrationSet, held_out: LabelledFrames | None,
                         options: ExportOptions) -> dict[str, Any]:
     report: dict[str, Any] = {}
-    metric = "tile accuracy" if manifest.task == "classification" else "Dice"
-    key_name = "tile_accuracy" if manifest.task == "classification" else "dice"
+    key_name, metric = GATE_METRIC[manifest.task]
     baseline = None
     if held_out is not None:
         baseline, result = _held_out_quality(manifest, fp32, held_out)
