@@ -16,12 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from lineside.edge.bundle import sha256_file
-from lineside.edge.dataset_files import list_images
-from lineside.edge.severstal import read_labels
+from lineside.edge.labels import LabelFormatError, Sample, open_dataset
 from lineside.edge.tiling import cut, make_grid
 
 log = logging.getLogger("lineside.calibration")
@@ -58,33 +56,31 @@ class CalibrationManifest:
     format: int = SET_FORMAT
 
 
-def choose_frames(images: list[Path], labels: dict[str, dict[int, str]] | None,
-                  strategy: str, seed: int) -> list[Path]:
+def choose_frames(samples: list[Sample], labelled: bool, strategy: str,
+                  seed: int) -> list[Sample]:
     """Frames in calibration order.
 
     `stratified` alternates between each defect class and defect-free steel, so even a
     small set holds every class (a class absent from calibration gets wrong scales);
-    `random` is a seeded shuffle. Without labels both are a seeded shuffle.
+    `random` is a seeded shuffle. Without labels both are a seeded shuffle. Labels come
+    in any format edge.labels reads.
     """
     rng = np.random.default_rng(seed)
-    order = [images[i] for i in rng.permutation(len(images))]
-    if strategy == "random" or labels is None:
+    order = [samples[i] for i in rng.permutation(len(samples))]
+    if strategy == "random" or not labelled:
         return order
     if strategy != "stratified":
         raise ValueError(f"strategy {strategy!r} is not stratified or random")
-    groups: dict[str, list[Path]] = {}
-    for path in order:
-        classes = sorted(labels.get(path.name, {}))
+    groups: dict[str, list[Sample]] = {}
+    for sample in order:
+        classes = sample.classes()
         key = "clean" if not classes else f"class{classes[int(rng.integers(len(classes)))]}"
-        groups.setdefault(key, []).append(path)
-    chosen, seen = [], set()
+        groups.setdefault(key, []).append(sample)
+    chosen = []
     while any(groups.values()):
         for key in sorted(groups):
             if groups[key]:
-                path = groups[key].pop(0)
-                if path not in seen:
-                    seen.add(path)
-                    chosen.append(path)
+                chosen.append(groups[key].pop(0))
     return chosen
 
 
@@ -143,18 +139,17 @@ def write_set(out: Path, frames: Iterable[tuple[str, list[int], np.ndarray]], co
 def build_from_folder(data: Path, out: Path, count: int, strategy: str, seed: int,
                       tile: tuple[int, int], channels: int = 1,
                       exclude: set[str] | None = None) -> CalibrationManifest:
-    images = [p for p in list_images(data) if p.name not in (exclude or set())]
-    csv = data / "train.csv"
-    labels = read_labels(csv) if csv.exists() else None
-    ordered = choose_frames(images, labels, strategy, seed)
+    dataset = open_dataset(data, exclude=exclude)
+    ordered = choose_frames(dataset.samples, dataset.labelled, strategy, seed)
 
     def frames() -> Iterator[tuple[str, list[int], np.ndarray]]:
-        for path in ordered:
-            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            if gray is None:
-                log.warning("skipping unreadable %s", path)
+        for sample in ordered:
+            try:
+                gray = sample.image()
+            except LabelFormatError as exc:
+                log.warning("skipping %s", exc)
                 continue
-            yield path.name, sorted((labels or {}).get(path.name, {})), gray
+            yield sample.name, sample.classes(), gray
 
     return write_set(out, frames(), count, tile, channels, strategy, seed, str(data))
 

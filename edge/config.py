@@ -1,21 +1,28 @@
-"""The daemon's configuration: one schema shared by `edge-serve`'s flags and config files.
+"""The daemon's configuration: one schema for config files, `edge-serve`'s flags and the
+model choice that edge-bench and edge-eval share.
 
 A TOML file gives the base values (a `[serve]` table), command-line flags override them.
 Unknown keys and out-of-range values are errors that name the key, so a typo never
 silently falls back to a default on the line. Per-camera tables (`[serve.cameras.<id>]`)
 override the camera settings (`overload`, `queue_size`, `roi`, `deadline_ms`, `thresholds`,
 `min_area`, `rules`) for that camera; other cameras use the top-level values.
+
+Each field's help text, flag name and choices live in its `setting(...)` metadata; the
+command-line flags are generated from them (lineside.edge.cli.args), so a setting exists
+once, with one default and one set of choices.
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from lineside.edge.variants import PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -26,7 +33,21 @@ OVERLOAD_POLICIES = ("block", "drop-oldest", "drop-newest")
 INPUT_MODES = ("pull", "sub")
 MASK_FORMATS = ("rle", "png")
 VERDICTS = ("ERROR", "REJECT")
-PRECISIONS = ("fp32", "fp16", "int8")
+# Inference backends, in the order `auto` tries them (lineside.edge.backends).
+BACKENDS = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def setting(default: Any = MISSING, *, help: str, flag: str = "",
+            choices: tuple[Any, ...] | None = None, metavar: str = "", cli: bool = True,
+            default_factory: Any = MISSING) -> Any:
+    """A config field with what its command-line flag needs: help text, an optional flag
+    name (default `--field-name`), choices and metavar; `cli=False` for file-only fields."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar,
+                "cli": cli}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -41,48 +62,106 @@ class ClassRule:
 
 @dataclass
 class CameraSettings:
-    overload: str = "block"  # block (backpressure) | drop-oldest | drop-newest
-    queue_size: int = 8  # frames waiting for inference, per camera
-    roi: list[int] | None = None  # [x, y, width, height] cut before tiling
-    deadline_ms: float = 0.0  # results later than this get the fail-safe verdict (0: off)
-    thresholds: dict[int, float] = field(default_factory=dict)  # override the bundle's
-    min_area: dict[int, int] = field(default_factory=dict)  # override the bundle's
-    rules: dict[int, ClassRule] = field(default_factory=dict)
+    overload: str = setting("block", choices=OVERLOAD_POLICIES,
+                            help="what a full camera queue does: block (backpressure, "
+                            "default), drop-oldest or drop-newest")
+    queue_size: int = setting(8, help="frames waiting for inference, per camera")
+    roi: list[int] | None = setting(None, cli=False,
+                                    help="[x, y, width, height] cut before tiling")
+    deadline_ms: float = setting(0.0, help="results later than this get the fail-safe "
+                                 "verdict (0: off)")
+    thresholds: dict[int, float] = setting(
+        default_factory=dict, flag="--threshold", metavar="CLASS=P",
+        help="override a class's probability threshold (repeatable)")
+    min_area: dict[int, int] = setting(
+        default_factory=dict, metavar="CLASS=PIXELS",
+        help="override a class's minimum mask area (repeatable)")
+    rules: dict[int, ClassRule] = setting(default_factory=dict, cli=False,
+                                          help="per-class reject rules")
 
     def rule(self, class_id: int) -> ClassRule:
         return self.rules.get(class_id, ClassRule())
 
 
 @dataclass
-class ServeConfig:
-    bundle: str = ""
+class ModelSettings:
+    """Which model runs, where and how: the part of the config that edge-serve, edge-bench
+    and edge-eval share (lineside.edge.pipeline.model composes the model from it)."""
+
+    backend: str = setting("auto", choices=BACKEND_CHOICES,
+                           help="inference backend; auto takes the first that loads of "
+                           + ", ".join(BACKENDS))
+    precision: str = setting("fp32", choices=PRECISIONS,
+                             help="which of the bundle's models runs (lineside.edge.variants)")
+    threads: int = setting(0, help="inference threads (0: the backend chooses)")
+    max_batch: int = setting(8, help="tiles per inference call")
+    screen: str = setting("", metavar="BUNDLE",
+                          help="screening classifier bundle: segment only the tiles it flags")
+    screen_precision: str = setting("", choices=("", *PRECISIONS),
+                                    help="the classifier's precision (default: --precision)")
+    screen_thresholds: dict[int, float] = setting(
+        default_factory=dict, flag="--screen-threshold", metavar="CLASS=P",
+        help="override a class's screening threshold (repeatable)")
+    inject_faults: str = setting("", metavar="infer-every=N",
+                                 help="TESTING ONLY: make every N-th inference call fail, to "
+                                 "check that frames get ERROR verdicts and the daemon recovers")
+
+    def validate_model(self) -> None:
+        choices = {"backend": BACKEND_CHOICES, "precision": PRECISIONS,
+                   "screen_precision": ("", *PRECISIONS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
+        _check_range("threads", self.threads, 0, 256)
+        _check_range("max_batch", self.max_batch, 1, 1024)
+        for class_id, value in self.screen_thresholds.items():
+            _check_range(f"screen_thresholds.{class_id}", value, 0, 1)
+        if self.screen_thresholds and not self.screen:
+            raise ConfigError("screen_thresholds needs screen (a classifier bundle)")
+
+    def model_settings(self) -> ModelSettings:
+        """Only the model part (a ServeConfig is one too)."""
+        return ModelSettings(**{f.name: getattr(self, f.name) for f in fields(ModelSettings)})
+
+
+@dataclass
+class ServeConfig(ModelSettings):
+    bundle: str = setting("", cli=False, help="model bundle directory (from edge-export)")
     # Frames: PULL binds these endpoints; SUB connects to the cameras' PUB endpoints.
-    input: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
-    input_mode: str = "pull"
-    output: str = "tcp://127.0.0.1:5556"  # PUB, bound
-    backend: str = "auto"
-    precision: str = "fp32"
-    threads: int = 0  # inference threads; 0 lets the backend choose
-    # Screening classifier bundle: only tiles it flags are segmented ("" = off).
-    screen: str = ""
-    screen_precision: str = ""  # the classifier's precision ("" = same as `precision`)
-    screen_thresholds: dict[int, float] = field(default_factory=dict)  # override its tuned ones
-    max_batch: int = 8  # tiles per inference call
-    max_wait_ms: float = 2.0  # how long a partial batch waits for more frames
-    publish_masks: bool = False  # `mask` topic; off by default for bandwidth
-    mask_format: str = "rle"  # rle (per class) | png (label map)
-    heartbeat_s: float = 1.0
-    failsafe_verdict: str = "ERROR"  # verdict for frames that fail or miss their deadline
-    metrics: str = ""  # HOST:PORT for /metrics, /healthz, /readyz ("" = off)
-    control: str = ""  # REP endpoint for hot swap and status ("" = off)
-    http: str = ""  # HOST:PORT of the read-only operator view ("" = off)
-    inject_faults: str = ""  # testing only: "infer-every=N" makes every N-th batch fail
-    max_message_bytes: int = 64 * 1024 * 1024  # larger input messages are refused by ZeroMQ
+    input: list[str] = setting(default_factory=lambda: ["tcp://127.0.0.1:5555"],
+                               metavar="ENDPOINT",
+                               help="frames endpoint (repeatable): bound for PULL, connected "
+                               "for SUB; default tcp://127.0.0.1:5555")
+    input_mode: str = setting("pull", choices=INPUT_MODES,
+                              help="pull (default, backpressure) or sub (camera broadcasts)")
+    output: str = setting("tcp://127.0.0.1:5556", metavar="ENDPOINT",
+                          help="endpoint to bind for results (PUB)")
+    max_wait_ms: float = setting(2.0, help="how long a partial batch waits for more frames")
+    publish_masks: bool = setting(False, flag="--masks",
+                                  help="also publish masks on the `mask` topic")
+    mask_format: str = setting("rle", choices=MASK_FORMATS,
+                               help="rle (per class) or png (label map)")
+    heartbeat_s: float = setting(1.0, help="seconds between heartbeat events")
+    failsafe_verdict: str = setting("ERROR", choices=VERDICTS,
+                                    help="verdict for frames that fail or miss their deadline")
+    metrics: str = setting("", metavar="HOST:PORT",
+                           help="serve /metrics, /healthz, /readyz (e.g. 127.0.0.1:9100)")
+    control: str = setting("", metavar="ENDPOINT",
+                           help="REP socket for hot swap and status (e.g. tcp://127.0.0.1:5557)")
+    http: str = setting("", metavar="HOST:PORT",
+                        help="read-only operator web view (e.g. 127.0.0.1:8080); off by default")
+    max_message_bytes: int = setting(64 * 1024 * 1024,
+                                     help="larger input messages are refused by ZeroMQ")
     # CURVE on the results socket, for gateways on other hosts (zmq.auth key files):
-    curve_secret: str = ""  # the daemon's secret key file (.key_secret)
-    curve_clients: str = ""  # directory of allowed gateways' public keys (.key)
-    camera: CameraSettings = field(default_factory=CameraSettings)  # defaults, all cameras
-    cameras: dict[str, CameraSettings] = field(default_factory=dict)  # per-camera overrides
+    curve_secret: str = setting("", metavar="FILE",
+                                help="daemon secret key file: CURVE on the results socket "
+                                "(for gateways on other hosts)")
+    curve_clients: str = setting("", metavar="DIR",
+                                 help="directory of allowed gateways' public key files")
+    camera: CameraSettings = setting(default_factory=CameraSettings, cli=False,
+                                     help="defaults for every camera")
+    cameras: dict[str, CameraSettings] = setting(default_factory=dict, cli=False,
+                                                 help="per-camera overrides")
 
     def for_camera(self, camera_id: str) -> CameraSettings:
         return self.cameras.get(camera_id, self.camera)
@@ -95,20 +174,16 @@ class ServeConfig:
                 raise ConfigError(f"{value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT)")
         if not self.input:
             raise ConfigError("input: at least one endpoint is required")
+        self.validate_model()
         choices = {"input_mode": INPUT_MODES, "mask_format": MASK_FORMATS,
-                   "failsafe_verdict": VERDICTS, "precision": PRECISIONS,
-                   "screen_precision": ("", *PRECISIONS)}
+                   "failsafe_verdict": VERDICTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
-        bounds = {"threads": (0, 256), "max_batch": (1, 1024), "max_wait_ms": (0, 10_000),
-                  "heartbeat_s": (0.05, 3600), "max_message_bytes": (1024, 2**31)}
+        bounds = {"max_wait_ms": (0, 10_000), "heartbeat_s": (0.05, 3600),
+                  "max_message_bytes": (1024, 2**31)}
         for name, (low, high) in bounds.items():
             _check_range(name, getattr(self, name), low, high)
-        for class_id, value in self.screen_thresholds.items():
-            _check_range(f"screen_thresholds.{class_id}", value, 0, 1)
-        if self.screen_thresholds and not self.screen:
-            raise ConfigError("screen_thresholds needs screen (a classifier bundle)")
         if self.curve_clients and not self.curve_secret:
             raise ConfigError("curve_clients needs curve_secret (the daemon's key file)")
         for name in ("curve_secret", "curve_clients"):

@@ -1,4 +1,4 @@
-"""Prometheus metrics and health endpoints for the daemon.
+"""The daemon's counters (one place: heartbeat and Prometheus) and its HTTP endpoints.
 
 One registry per daemon (no process-wide state): frames in/out/dropped/errored per camera,
 stage latencies as histograms, queue depths, batch sizes, the backend in use. Served over
@@ -20,29 +20,104 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-class DaemonMetrics:
+class DaemonCounters:
+    """Every count the daemon keeps, in one place: the heartbeat's `counters` snapshot and
+    the Prometheus series both come from the calls below, so they cannot disagree.
+
+    One registry per daemon (no process-wide state). Safe to call from any stage thread.
+    """
+
+    # The heartbeat's counters (docs/protocol.md); every field only grows.
+    NAMES = ("received", "results", "rejects", "errors", "dropped", "infer_failures",
+             "deadline_missed", "never_arrived")
+
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(self.NAMES, 0)
         self.registry = CollectorRegistry()
         r = self.registry
-        self.frames_received = Counter("lineside_frames_received", "Messages received",
-                                       ["camera"], registry=r)
-        self.frames_results = Counter("lineside_frames_results", "Results published",
-                                      ["camera", "verdict"], registry=r)
-        self.frames_dropped = Counter("lineside_frames_dropped", "Frames dropped",
-                                      ["camera", "reason"], registry=r)
-        self.frames_errors = Counter("lineside_frames_errors", "Frames refused as malformed",
-                                     ["camera"], registry=r)
+        self._received = Counter("lineside_frames_received", "Messages received",
+                                 ["camera"], registry=r)
+        self._results = Counter("lineside_frames_results", "Results published",
+                                ["camera", "verdict"], registry=r)
+        self._dropped = Counter("lineside_frames_dropped", "Frames dropped",
+                                ["camera", "reason"], registry=r)
+        self._errors = Counter("lineside_frames_errors", "Frames refused as malformed",
+                               ["camera"], registry=r)
+        self._infer_failures = Counter("lineside_infer_failures", "Inference calls that "
+                                       "failed (their frames got the fail-safe verdict)",
+                                       registry=r)
+        self._deadline_missed = Counter("lineside_deadline_missed", "Frames that missed "
+                                        "their deadline (fail-safe verdict)", registry=r)
         self.stage_seconds = Histogram("lineside_stage_seconds", "Time spent per stage",
                                        ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_tiles = Histogram("lineside_batch_tiles", "Tiles per inference call",
                                      buckets=BATCH_BUCKETS, registry=r)
-        self.screen_tiles = Counter("lineside_screen_tiles", "Tiles the screening "
-                                    "classifier sent to segmentation or skipped",
-                                    ["outcome"], registry=r)
+        self._screen_tiles = Counter("lineside_screen_tiles", "Tiles the screening "
+                                     "classifier sent to segmentation or skipped",
+                                     ["outcome"], registry=r)
         self.queue_depth = Gauge("lineside_queue_depth", "Items waiting before a stage",
                                  ["stage"], registry=r)
-        self.model = Info("lineside_model", "Model bundle and backend in use", registry=r)
-        self.swaps = Counter("lineside_model_swaps", "Hot model swaps", ["result"], registry=r)
+        self._model = Info("lineside_model", "Model bundle and backend in use", registry=r)
+        self._swaps = Counter("lineside_model_swaps", "Hot model swaps", ["result"],
+                              registry=r)
+
+    def _add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._values[name] += amount
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+    # -- frames: each received message ends as a result, a drop or an error ------------
+    def received(self, camera: str) -> None:
+        self._add("received")
+        self._received.labels(camera).inc()
+
+    def malformed(self, camera: str) -> None:
+        """A message refused before it became a frame (it also counts as received)."""
+        self._add("errors")
+        self._errors.labels(camera).inc()
+
+    def dropped(self, camera: str, reason: str, count: int = 1) -> None:
+        """`reason`: the label (overload policy, `never_arrived`)."""
+        self._add("dropped", count)
+        if reason == "never_arrived":
+            self._add("never_arrived", count)
+        self._dropped.labels(camera, reason).inc(count)
+
+    def result(self, camera: str, verdict: str, rejected: bool) -> None:
+        self._add("results")
+        if rejected:
+            self._add("rejects")
+        self._results.labels(camera, verdict).inc()
+
+    def infer_failure(self) -> None:
+        self._add("infer_failures")
+        self._infer_failures.inc()
+
+    def deadline_missed(self) -> None:
+        self._add("deadline_missed")
+        self._deadline_missed.inc()
+
+    # -- stages ------------------------------------------------------------------------
+    def stage_time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage).observe(seconds)
+
+    def screened(self, segmented: int, skipped: int) -> None:
+        self._screen_tiles.labels("segmented").inc(segmented)
+        self._screen_tiles.labels("skipped").inc(skipped)
+
+    def queue_depths(self, depths: dict[str, int]) -> None:
+        for stage, depth in depths.items():
+            self.queue_depth.labels(stage).set(depth)
+
+    def model_info(self, description: dict[str, str]) -> None:
+        self._model.info(description)
+
+    def swap(self, result: str) -> None:
+        self._swaps.labels(result).inc()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -77,7 +152,7 @@ class WsgiServer:
 class MetricsServer(WsgiServer):
     """HTTP server for /metrics, /healthz and /readyz on its own thread."""
 
-    def __init__(self, address: str, metrics: DaemonMetrics,
+    def __init__(self, address: str, metrics: DaemonCounters,
                  healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
         metrics_app = make_wsgi_app(metrics.registry)
 

@@ -1,13 +1,23 @@
-"""Segmentation scores as the Severstal competition computes them.
+"""Segmentation scores as the Severstal competition computes them: the one definition.
 
 Kaggle Dice is the mean over every (image, class) pair of 2|P∩G| / (|P|+|G|), scoring 1
 when both are empty (so an all-empty submission already scores about 0.86 on Severstal:
-always read it beside per-class numbers).
+always read it beside per-class numbers). Training (validation and threshold tuning),
+`edge-eval` and the INT8 accuracy gate all score with this module.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+
+
+def dice_from_counts(intersection: np.ndarray, predicted: np.ndarray,
+                     truth: np.ndarray) -> np.ndarray:
+    """Dice from pixel counts, elementwise: 1 where both masks are empty."""
+    total = predicted + truth
+    return np.where(total == 0, 1.0, 2.0 * intersection / np.maximum(total, 1))
 
 
 def _pixels(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,10 +33,7 @@ def _pixels(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def dice_pairs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per-(image, class) Dice for (N, K, H, W) or (K, H, W) binary arrays -> (N, K)."""
     p, t = _pixels(pred, truth)
-    inter = np.logical_and(p, t).sum(-1)
-    total = p.sum(-1) + t.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
+    return dice_from_counts(np.logical_and(p, t).sum(-1), p.sum(-1), t.sum(-1))
 
 
 def iou_pairs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -39,3 +46,48 @@ def iou_pairs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def kaggle_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(dice_pairs(pred, truth).mean())
+
+
+@dataclass
+class Scorecard:
+    """Scores accumulated frame by frame: Kaggle Dice, IoU, pixel accuracy and image-level
+    precision/recall per class. Memory stays at a few numbers per frame."""
+
+    class_ids: list[int]
+    dice: list[np.ndarray] = field(default_factory=list)  # (K,) per frame
+    iou: list[np.ndarray] = field(default_factory=list)
+    predicted_any: list[np.ndarray] = field(default_factory=list)
+    truth_any: list[np.ndarray] = field(default_factory=list)
+    correct: int = 0
+    pixels: int = 0
+
+    def add(self, masks: np.ndarray, truth: np.ndarray) -> float:
+        """Score one frame's (K, H, W) predicted masks; returns its mean Dice."""
+        dice = dice_pairs(masks, truth)[0]
+        self.dice.append(dice)
+        self.iou.append(iou_pairs(masks, truth)[0])
+        self.correct += int((masks.astype(bool) == truth.astype(bool)).sum())
+        self.pixels += masks.size
+        self.predicted_any.append(masks.reshape(len(self.class_ids), -1).any(1))
+        self.truth_any.append(truth.reshape(len(self.class_ids), -1).any(1))
+        return float(dice.mean())
+
+    @property
+    def frames(self) -> int:
+        return len(self.dice)
+
+    def summary(self) -> dict[str, object]:
+        dice, iou = np.array(self.dice), np.array(self.iou)
+        pred, true = np.array(self.predicted_any), np.array(self.truth_any)
+        image_level = {}
+        for k, class_id in enumerate(self.class_ids):
+            tp = int((pred[:, k] & true[:, k]).sum())
+            image_level[str(class_id)] = {
+                "precision": tp / max(1, int(pred[:, k].sum())) if pred[:, k].any() else None,
+                "recall": tp / max(1, int(true[:, k].sum())) if true[:, k].any() else None,
+                "support": int(true[:, k].sum())}
+        return {"dice": float(dice.mean()), "iou": float(iou.mean()),
+                "pixel_accuracy": self.correct / max(1, self.pixels),
+                "dice_per_class": {str(c): float(dice[:, k].mean())
+                                   for k, c in enumerate(self.class_ids)},
+                "image_level": image_level, "images": self.frames}

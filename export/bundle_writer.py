@@ -22,9 +22,18 @@ import torch
 import lineside
 from lineside.calibration.calibration_set import CalibrationSet
 from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
-from lineside.edge.backends.tensorrt_engine import ShapeProfile, tensorrt_available
-from lineside.edge.bundle import ClassSpec, Manifest, ModelFile, sha256_file, write_manifest
-from lineside.edge.evaluation import LabelledFrames, score, score_screen
+from lineside.edge.backends.tensorrt.engine import ShapeProfile, tensorrt_available
+from lineside.edge.bundle import (
+    Bundle,
+    ClassSpec,
+    Manifest,
+    ModelFile,
+    sha256_file,
+    write_manifest,
+)
+from lineside.edge.labels import detect_format
+from lineside.edge.pipeline.model import LoadedModel
+from lineside.edge.variants import INT8_FLAVOURS, engine_variant, variant
 from lineside.export.fp16 import convert_fp16
 from lineside.export.int8 import FLOAT_ENDS_SCHEDULE, quantize
 from lineside.export.onnx_export import (
@@ -35,6 +44,7 @@ from lineside.export.onnx_export import (
     output_names,
     parity,
 )
+from lineside.tools.evaluation import LabelledFrames, score, score_screen
 from lineside.train.checkpoint import load_checkpoint
 from lineside.train.models import DeployedModel
 
@@ -48,7 +58,6 @@ PARITY_MEAN_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2  # worst |FP32 - FP16| probability
 MAX_DICE_DROP = 0.005  # INT8 may lose at most this much held-out Dice against FP32
 
-INT8_FLAVOURS = {"int8": "cpu", "int8-trt": "tensorrt"}
 # What the INT8 gate compares, per bundle task: (result key, name in logs and errors).
 GATE_METRIC = {"segmentation": ("dice", "Dice"), "classification": ("tile_accuracy",
                                                                      "tile accuracy")}
@@ -88,7 +97,8 @@ def _fp16_parity(fp32: Path, fp16: Path, tile: tuple[int, int], channels: int) -
         half = _cpu_backend(fp16).infer(frames)
     except Exception as exc:  # some CPU builds lack FP16 kernels; the GPU check covers it
         return {"checked": False, "reason": f"ONNX Runtime CPU cannot run it here: {exc}"}
-    diff = float(np.abs(half - _cpu_backend(fp32).infer(frames)).max())
+    full = _cpu_backend(fp32).infer(frames)
+    diff = max(float(np.abs(half[name] - full[name]).max()) for name in full)
     if diff > FP16_TOLERANCE:
         raise ExportError(f"FP16 ONNX differs from FP32 by {diff:.3g} (> {FP16_TOLERANCE})")
     return {"checked": True, "max_abs_diff": diff, "tolerance": FP16_TOLERANCE,
@@ -100,7 +110,7 @@ def _held_out(options: ExportOptions, calibration: CalibrationSet,
     """Labelled frames for the accuracy gate, never ones the scales were fitted on."""
     used = {s["image"] for s in calibration.manifest.sources}
     root = Path(options.eval_data or calibration.manifest.source_root)
-    if not (root / "train.csv").is_file():
+    if not root.is_dir() or detect_format(root) is None:
         return None
     frames = LabelledFrames.from_folder(root, class_ids, options.eval_limit, exclude=used)
     return frames if frames.names else None
@@ -112,9 +122,9 @@ def _held_out_quality(manifest: Manifest, model: Path,
     segmentation model, tile-level accuracy at the tuned thresholds for a screening
     classifier (one decision per tile and class, so one flipped decision moves it by
     far less than the allowed drop on a few dozen frames)."""
-    tile = (manifest.tile_height, manifest.tile_width)
     scorer = score_screen if manifest.task == "classification" else score
-    result = scorer(_cpu_backend(model), held_out, manifest.classes, tile, manifest.in_channels)
+    candidate = LoadedModel(Bundle(model.parent, manifest), _cpu_backend(model))
+    result = scorer(candidate, held_out, manifest.classes)
     return float(result[GATE_METRIC[manifest.task][0]]), result
 
 
@@ -131,7 +141,7 @@ def _quantise_with_gate(staging: Path, fp32: Path, manifest: Manifest,
         raise ExportError("the INT8 accuracy gate needs labelled held-out frames: pass "
                           "--eval DATA (a Severstal-layout folder), or --no-accuracy-gate")
     for key, flavour in INT8_FLAVOURS.items():
-        path = staging / f"model_{key.replace('-', '_')}.onnx"
+        path = staging / variant(key).file_name
         attempts = []
         for float_ends in FLOAT_ENDS_SCHEDULE:
             excluded = quantize(fp32, path, flavour, calibration, INPUT_NAME, float_ends)
@@ -168,9 +178,10 @@ def _engines(staging: Path, manifest: Manifest, options: ExportOptions,
     ok, reason = tensorrt_available()
     if not ok or not options.engine:
         why = reason if not ok else "--engine was not given"
-        return [f"trt-{p}: not built ({why}); on the target device run: edge-build-engine "
-                f"{bundle_dir} --precision {p} --batch {options.batch}" for p in wanted]
-    from lineside.edge.engine_builder import build_bundle_engine
+        return [f"{engine_variant(p).key}: not built ({why}); on the target device run: "
+                f"edge-build-engine {bundle_dir} --precision {p} --batch {options.batch}"
+                for p in wanted]
+    from lineside.edge.backends.tensorrt.loader import build_bundle_engine
 
     profile = ShapeProfile.parse(options.batch, manifest.in_channels, manifest.tile_height,
                                  manifest.tile_width)
@@ -198,7 +209,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
 
-    fp32 = staging / "model_fp32.onnx"
+    fp32 = staging / variant("fp32").file_name
     log.info("exporting %s (%s) to ONNX", checkpoint, meta["architecture"])
     export_onnx(deployed, fp32, in_channels, tile)
     # Checked at a batch size and tile shape unlike the export example (batch 2).
@@ -233,7 +244,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     if options.fp16:
-        fp16 = staging / "model_fp16.onnx"
+        fp16 = staging / variant("fp16").file_name
         convert_fp16(fp32, fp16)
         manifest.models["fp16"] = ModelFile(fp16.name, sha256_file(fp16), "fp16")
         manifest.parity["fp16"] = _fp16_parity(fp32, fp16, tile, in_channels)

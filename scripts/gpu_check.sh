@@ -89,7 +89,7 @@ result $?
 grep -E "passed|failed|SKIPPED|Error" "$log" | tail -8 | tee -a "$out/steps.txt"
 
 step "edge-bench ort-cuda fp32/fp16, with and without the screen, vs torch eager on CUDA"
-timeout 300 python3 -m lineside.edge.cli.bench "$work/bundle" --backend ort-cuda \
+timeout 300 python3 -m lineside.tools.bench.cli "$work/bundle" --backend ort-cuda \
     --precision fp32 fp16 --screen "$work/screen" --images "$work/heldout" \
     --stages bare daemon baseline --baseline "$work/unet_r18.pt" --baseline-device cuda \
     --batch 14 --frames 28 --rounds 5 --daemon-frames 40 -o "$out/bench" \

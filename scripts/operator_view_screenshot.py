@@ -41,7 +41,7 @@ def main() -> None:
         browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         browser.get(f"http://127.0.0.1:{PORT}/")
         for camera, first in (("lane1", 0), ("lane2", 1000)):
-            subprocess.run([sys.executable, "-m", "lineside.edge.cli.camsim",
+            subprocess.run([sys.executable, "-m", "lineside.tools.camsim",
                             "demo-output/replay", "--endpoint", "tcp://127.0.0.1:5655",
                             "--rate", "6", "--count", str(FRAMES // 2), "--camera-id", camera,
                             "--first-frame-id", str(first)], check=True)

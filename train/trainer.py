@@ -22,6 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from lineside.edge.bundle import ClassSpec
+from lineside.edge.postprocess import apply_gate, threshold_masks
+from lineside.edge.scoring import Scorecard
 from lineside.edge.tiling import cut, make_grid, stitch
 from lineside.train.checkpoint import save_checkpoint
 from lineside.train.config import TrainConfig
@@ -35,7 +38,7 @@ from lineside.train.data.severstal_dataset import (
 from lineside.train.data.synth import CLASS_NAMES
 from lineside.train.losses import create_loss
 from lineside.train.models import CLASSIFIERS, create_model, normalise, split_output
-from lineside.train.tuning import class_dice, tune_class
+from lineside.train.tuning import tune_class
 
 log = logging.getLogger("lineside.train")
 
@@ -81,21 +84,17 @@ UNTUNED = {"threshold": 0.5, "min_area": 0, "gate_threshold": 0.0}
 
 def evaluate(probabilities: np.ndarray, presence: np.ndarray | None, strips: StripSet,
              post: list[dict[str, Any]]) -> dict[str, Any]:
-    """Kaggle Dice per image and class with the given post-processing per class."""
-    per_class = []
-    for k in range(len(strips.class_ids)):
-        truth = (strips.bits >> k) & 1
-        pred = probabilities[:, k] > post[k]["threshold"]
-        areas = pred.reshape(len(pred), -1).sum(1)
-        keep = areas >= post[k]["min_area"]
-        if presence is not None:
-            keep &= presence[:, k] >= post[k].get("gate_threshold", 0.0)
-        pred &= keep[:, None, None]
-        per_class.append(class_dice(pred, truth.astype(bool)))
-    dice = np.stack(per_class, axis=1)
-    return {"dice": float(dice.mean()),
-            "dice_per_class": {str(c): float(dice[:, k].mean())
-                               for k, c in enumerate(strips.class_ids)}}
+    """Kaggle Dice per image and class with the given post-processing per class: the
+    runtime's own post-processing (edge.postprocess) scored by edge.scoring."""
+    classes = [ClassSpec(c, "", p["threshold"], p["min_area"], p.get("gate_threshold", 0.0))
+               for c, p in zip(strips.class_ids, post, strict=True)]
+    card = Scorecard(list(strips.class_ids))
+    for i in range(len(probabilities)):
+        masks = threshold_masks(probabilities[i], classes)
+        card.add(apply_gate(masks, None if presence is None else presence[i], classes),
+                 strips.masks(i))
+    summary = card.summary()
+    return {"dice": summary["dice"], "dice_per_class": summary["dice_per_class"]}
 
 
 def tune_post_processing(probabilities: np.ndarray, presence: np.ndarray | None,

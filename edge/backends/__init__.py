@@ -1,7 +1,15 @@
 """Inference backends behind one interface; `create_backend` is the one way in.
 
-Optional runtimes are imported inside each backend, so a CPU-only machine imports this
-package without TensorRT or CUDA present.
+| name | runs | which file (lineside.edge.variants) |
+|---|---|---|
+| tensorrt | native TensorRT + pycuda (tensorrt/) | an engine, found or built by its loader |
+| ort-trt | ONNX Runtime, TensorRT provider | `onnx_for(precision, "gpu")` |
+| ort-cuda | ONNX Runtime, CUDA provider | `onnx_for(precision, "gpu")` |
+| ort-cpu | ONNX Runtime on the CPU | `onnx_for(precision, "cpu")` |
+
+Optional runtimes are imported inside each factory, so a CPU-only machine imports this
+package without TensorRT or CUDA present. To add a backend: a module with a `Backend`
+subclass, a factory here, and its name in lineside.edge.config.BACKENDS.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ from collections.abc import Callable
 
 from lineside.edge.backends.base import Backend, BackendUnavailable
 from lineside.edge.bundle import Bundle
+from lineside.edge.config import BACKENDS as BACKEND_NAMES
+from lineside.edge.variants import onnx_for
 
 Factory = Callable[[Bundle, str, int], Backend]
 
@@ -18,15 +28,15 @@ def _onnxruntime(name: str) -> Factory:
     def factory(bundle: Bundle, precision: str, threads: int) -> Backend:
         from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
 
-        # TensorRT accepts only the symmetric QDQ form; the CPU runs the U8S8 one.
-        key = "int8-trt" if precision == "int8" and name != "ort-cpu" else precision
+        # A precision picks the device's file; an ONNX variant key (edge-bench) that file.
+        key = onnx_for(precision, "cpu" if name == "ort-cpu" else "gpu").key
         return OnnxRuntimeBackend(bundle.model_path(key), name=name, threads=threads)
 
     return factory
 
 
 def _tensorrt(bundle: Bundle, precision: str, threads: int) -> Backend:
-    from lineside.edge.backends.tensorrt import TensorRTBackend
+    from lineside.edge.backends.tensorrt.runner import TensorRTBackend
 
     return TensorRTBackend(bundle, precision)
 
@@ -37,19 +47,17 @@ BACKENDS: dict[str, Factory] = {
     "ort-cuda": _onnxruntime("ort-cuda"),
     "ort-cpu": _onnxruntime("ort-cpu"),
 }
-
-# `auto` tries these in order and takes the first that loads.
-AUTO_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
+assert tuple(BACKENDS) == BACKEND_NAMES, "config.BACKENDS and the registry must agree"
 
 
 def create_backend(name: str, bundle: Bundle, precision: str = "fp32",
                    threads: int = 0) -> Backend:
-    """Create backend `name` (or the best available for `auto`) for a bundle's model."""
+    """Create backend `name` (or the first that loads, in BACKENDS order, for `auto`)."""
     if name == "auto":
         reasons = []
-        for candidate in AUTO_ORDER:
+        for candidate, factory in BACKENDS.items():
             try:
-                return BACKENDS[candidate](bundle, precision, threads)
+                return factory(bundle, precision, threads)
             except BackendUnavailable as exc:
                 reasons.append(f"{candidate}: {exc}")
         raise BackendUnavailable("no backend could load: " + "; ".join(reasons))

@@ -1,8 +1,12 @@
 """The one interface every inference backend implements.
 
-A backend takes a batch of uint8 tiles (N, C, H, W) and returns float32 per-class
-probabilities (N, K, H, W). Normalisation and the sigmoid live inside the exported graph,
-so a backend moves bytes and runs the graph, nothing else.
+A backend takes a batch of uint8 tiles (N, C, H, W) and returns the model's outputs by
+name: `probabilities` (N, K, H, W) float32 for a segmentation model, plus `presence`
+(N, K) when the model has a presence gate; a screening classifier returns `presence`
+only. Normalisation and the sigmoid live inside the exported graph, so a backend moves
+bytes and runs the graph, nothing else. Loading (finding or building what to run) is the
+job of a loader beside the backend (the TensorRT engine loader, ONNX Runtime's session
+options); a backend only runs.
 """
 
 from __future__ import annotations
@@ -11,9 +15,16 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+# Output names, as the exported graph names them (export/onnx_export.py).
+PROBABILITIES = "probabilities"
+PRESENCE = "presence"
+
+Outputs = dict[str, np.ndarray]
+
 
 class BackendUnavailable(RuntimeError):
-    """The backend's runtime library or device is not present on this machine."""
+    """The backend's runtime library or device is not present on this machine, or it
+    cannot run what was asked for here; carries the reason."""
 
 
 class Backend(ABC):
@@ -22,12 +33,8 @@ class Backend(ABC):
     name: str = "abstract"
 
     @abstractmethod
-    def infer(self, tiles: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) uint8 -> (N, K, H, W) float32 probabilities."""
-
-    def infer_with_presence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities and, for models with a presence gate, (N, K) presence scores."""
-        return self.infer(tiles), None
+    def infer(self, tiles: np.ndarray) -> Outputs:
+        """(N, C, H, W) uint8 -> float32 outputs by name (PROBABILITIES, PRESENCE)."""
 
     def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
         """Run the batch shapes serving will use, so that no frame on the line waits for
@@ -60,13 +67,10 @@ def pad_batch(tiles: np.ndarray) -> np.ndarray:
     return np.concatenate([tiles, np.repeat(tiles[:1], size - len(tiles), axis=0)])
 
 
-def infer_in_batches(backend: Backend, tiles: np.ndarray,
-                     max_batch: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probabilities (and presence, for gated models) of any number of tiles, at most
-    `max_batch` per inference call."""
-    parts = [backend.infer_with_presence(np.ascontiguousarray(tiles[i:i + max_batch]))
+def infer_in_batches(backend: Backend, tiles: np.ndarray, max_batch: int) -> Outputs:
+    """Outputs for any number of tiles, at most `max_batch` per inference call."""
+    parts = [backend.infer(np.ascontiguousarray(tiles[i:i + max_batch]))
              for i in range(0, len(tiles), max_batch)]
-    probabilities = np.concatenate([p for p, _ in parts])
-    if parts[0][1] is None:
-        return probabilities, None
-    return probabilities, np.concatenate([g for _, g in parts])
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -3,14 +3,15 @@
 A real GPU fails now and then (Xid errors, out-of-memory, a driver reset); we cannot make
 ONNX Runtime on a CPU do that on demand, so this wrapper stands in for that failure and
 says so in every error it raises. It is enabled only by `--inject-faults` (tests and
-acceptance runs), never by default.
+acceptance runs), never by default. It wraps the backend's one `infer`, so every output
+(a presence gate included) passes through unchanged between faults.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lineside.edge.backends.base import Backend
+from lineside.edge.backends.base import Backend, Outputs
 
 
 class InjectedFault(RuntimeError):
@@ -26,7 +27,7 @@ class FaultInjectingBackend(Backend):
         self.inner, self.every, self.calls = inner, int(value), 0
         self.name = f"{inner.name}+faults"
 
-    def infer(self, tiles: np.ndarray) -> np.ndarray:
+    def infer(self, tiles: np.ndarray) -> Outputs:
         self.calls += 1
         if self.calls % self.every == 0:
             raise InjectedFault(f"injected backend fault on call {self.calls} "

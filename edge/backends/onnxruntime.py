@@ -1,4 +1,8 @@
-"""ONNX Runtime backend: the CPU path that every machine has, and the CUDA/TensorRT EPs."""
+"""ONNX Runtime backend: the CPU path that every machine has, and the CUDA/TensorRT EPs.
+
+Which ONNX file runs is decided by the variant table (lineside.edge.variants), by the
+factory in lineside.edge.backends; this module runs the file it is given.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lineside.edge.backends.base import Backend, BackendUnavailable, bucket_size, pad_batch
+from lineside.edge.backends.base import (
+    Backend,
+    BackendUnavailable,
+    Outputs,
+    bucket_size,
+    pad_batch,
+)
 
 # Execution providers per backend name, in ONNX Runtime's order of preference.
 PROVIDERS = {
@@ -53,26 +63,16 @@ class OnnxRuntimeBackend(Backend):
                 f"or TensorRT libraries are missing or do not match) and fell back to "
                 f"{running}; see ONNX Runtime's log above for the library it could not load")
         self.input_name = self.session.get_inputs()[0].name
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = outputs[0]
-        self.presence_name = outputs[1] if len(outputs) > 1 else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self._version = ort.__version__
 
-    def _run(self, outputs: list[str], tiles: np.ndarray) -> list[np.ndarray]:
+    def infer(self, tiles: np.ndarray) -> Outputs:
         count = len(tiles)
         if self.bucketed:  # a few fixed shapes on the GPU, see base.bucket_size
             tiles = pad_batch(tiles)
-        results = self.session.run(outputs, {self.input_name: tiles})
-        return [np.asarray(r[:count], dtype=np.float32) for r in results]
-
-    def infer(self, tiles: np.ndarray) -> np.ndarray:
-        return self._run([self.output_name], tiles)[0]
-
-    def infer_with_presence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.presence_name is None:
-            return self.infer(tiles), None
-        probabilities, presence = self._run([self.output_name, self.presence_name], tiles)
-        return probabilities, presence
+        results = self.session.run(self.output_names, {self.input_name: tiles})
+        return {name: np.asarray(r[:count], dtype=np.float32)
+                for name, r in zip(self.output_names, results, strict=True)}
 
     def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
         sizes = [1]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lineside.edge.backends.tensorrt_engine import ShapeProfile, tensorrt_available
+from lineside.edge.backends.tensorrt.engine import ShapeProfile, tensorrt_available
 from lineside.edge.bundle import BundleError, load_bundle, write_manifest
 from lineside.edge.cli.common import parser, setup_logging
+from lineside.edge.config import PRECISIONS
+from lineside.edge.variants import VariantUnavailable
 
 EXAMPLES = """\
   edge-build-engine bundles/r18 --precision fp16            # on the Jetson / line PC itself
@@ -20,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser("edge-build-engine", "Build TensorRT engines for a bundle on this device and "
                 "record them (with their sidecars) in its manifest.", EXAMPLES)
     ap.add_argument("bundle")
-    ap.add_argument("--precision", nargs="+", default=["fp16"], choices=["fp16", "int8", "fp32"])
+    ap.add_argument("--precision", nargs="+", default=["fp16"], choices=PRECISIONS)
     ap.add_argument("--batch", default="1:8:16", help="profile MIN:OPT:MAX in tiles")
     ap.add_argument("--workspace", type=float, default=2.0, help="workspace limit, GB")
     ap.add_argument("--mode", choices=["auto", "strongly-typed", "flags"], default="auto",
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"edge-build-engine: {exc}", file=sys.stderr)
         return 2
-    from lineside.edge.engine_builder import build_bundle_engine
+    from lineside.edge.backends.tensorrt.loader import build_bundle_engine
 
     manifest = bundle.manifest
     profile = ShapeProfile.parse(args.batch, manifest.in_channels, manifest.tile_height,
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             engine = build_bundle_engine(Path(args.bundle), manifest, precision, profile,
                                          args.workspace, args.mode, args.calib)
-        except RuntimeError as exc:
+        except (RuntimeError, VariantUnavailable) as exc:
             print(f"edge-build-engine: {precision}: {exc}", file=sys.stderr)
             return 1
         print(f"built {engine}")

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 
+from lineside.edge.accounting import DROP, ERROR, RESULT, Ledger
 from lineside.edge.cli.common import parser, setup_logging
 from lineside.edge.client import ResultSubscriber
 
@@ -41,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.ready_file:
         open(args.ready_file, "w").close()
     record = open(args.record, "a") if args.record else None  # noqa: SIM115 - closed below
-    accounted = results = errors = drops = 0
+    book = Ledger(keep=False)
     idle = args.timeout or 3600.0
     last = time.monotonic()
     try:
-        while not args.expect or accounted < args.expect:
+        while not args.expect or book.accounted < args.expect:
             message = subscriber.receive(0.5)
             if message is None:
                 if time.monotonic() - last > idle:
@@ -58,26 +59,25 @@ def main(argv: list[str] | None = None) -> int:
                 if attachment is not None:
                     body["attachment_bytes"] = len(attachment)
                 record.write(json.dumps({"topic": topic, **body}) + "\n")
-            if topic == "reject":
-                results += 1
-                accounted += 1
-                if not args.quiet:
-                    print(format_reject(body), flush=True)
-            elif topic == "event" and body.get("kind") in ("error", "drop"):
-                errors += body["kind"] == "error"
-                drops += body["kind"] == "drop"
-                accounted += 1
-                if not args.quiet:
-                    print(f"{body.get('camera_id')} frame {body.get('frame_id')} "
-                          f"{body['kind'].upper()} {body.get('reason')}", flush=True)
+            seen = book.add(topic, body)
+            if seen is None or args.quiet:
+                continue
+            if seen.kind == RESULT:
+                print(format_reject(body), flush=True)
+            else:
+                frames = body.get("frame_id") if seen.count == 1 else \
+                    f"{seen.first}..{seen.last} ({seen.count} frames)"
+                print(f"{body.get('camera_id')} frame {frames} {seen.kind.upper()} "
+                      f"{body.get('reason')}", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         if record:
             record.close()
         subscriber.close()
-    print(f"results {results} errors {errors} drops {drops}", flush=True)
-    return 0 if not args.expect or accounted >= args.expect else 1
+    counts = book.counts
+    print(f"results {counts[RESULT]} errors {counts[ERROR]} drops {counts[DROP]}", flush=True)
+    return 0 if not args.expect or book.accounted >= args.expect else 1
 
 
 if __name__ == "__main__":

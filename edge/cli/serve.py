@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -9,7 +10,8 @@ import threading
 
 from lineside.edge.backends import BackendUnavailable
 from lineside.edge.bundle import BundleError
-from lineside.edge.cli.common import class_values, parser, setup_logging
+from lineside.edge.cli.args import SchemaArgs, model_args, serve_args
+from lineside.edge.cli.common import parser, setup_logging
 from lineside.edge.config import ConfigError, load_config
 
 EXAMPLES = """\
@@ -26,86 +28,35 @@ EXAMPLES = """\
 log = logging.getLogger("lineside.edge.serve")
 
 
-def build_parser():
+def build_parser() -> tuple[argparse.ArgumentParser, SchemaArgs, SchemaArgs]:
     ap = parser("edge-serve", "Pull camera frames over ZeroMQ, infer, publish verdicts, masks "
                 "and events (docs/protocol.md).", EXAMPLES)
     ap.add_argument("bundle", nargs="?", help="model bundle directory (from edge-export)")
     ap.add_argument("--config", help="TOML file with a [serve] table; flags override it")
-    ap.add_argument("--input", action="append",
-                    help="frames endpoint (repeatable): bound for PULL, connected for SUB; "
-                    "default tcp://127.0.0.1:5555")
-    ap.add_argument("--input-mode", choices=["pull", "sub"],
-                    help="pull (default, backpressure) or sub (camera broadcasts)")
-    ap.add_argument("--output", help="endpoint to bind for results (PUB), default "
-                    "tcp://127.0.0.1:5556")
-    ap.add_argument("--backend", help="auto | ort-cpu | ort-cuda | ort-trt | tensorrt")
-    ap.add_argument("--precision", help="fp32 | fp16 | int8 model from the bundle")
-    ap.add_argument("--threads", type=int, help="inference threads (0: backend default)")
-    ap.add_argument("--screen", metavar="BUNDLE",
-                    help="screening classifier bundle: segment only the tiles it flags")
-    ap.add_argument("--screen-precision", help="the classifier's precision (default: "
-                    "--precision)")
-    ap.add_argument("--screen-threshold", action="append", metavar="CLASS=P",
-                    help="override a class's screening threshold")
-    ap.add_argument("--max-batch", type=int, help="tiles per inference call")
-    ap.add_argument("--max-wait-ms", type=float, help="how long a partial batch waits")
-    ap.add_argument("--queue-size", type=int, help="frames waiting per camera")
-    ap.add_argument("--overload", choices=["block", "drop-oldest", "drop-newest"],
-                    help="what a full camera queue does (default block)")
-    ap.add_argument("--deadline-ms", type=float,
-                    help="results later than this get the fail-safe verdict")
-    ap.add_argument("--failsafe-verdict", choices=["ERROR", "REJECT"])
-    ap.add_argument("--masks", action="store_const", const=True, dest="publish_masks",
-                    help="also publish masks on the `mask` topic")
-    ap.add_argument("--mask-format", choices=["rle", "png"])
-    ap.add_argument("--threshold", action="append", metavar="CLASS=P",
-                    help="override a class's probability threshold")
-    ap.add_argument("--metrics", metavar="HOST:PORT",
-                    help="serve /metrics, /healthz, /readyz (e.g. 127.0.0.1:9100)")
-    ap.add_argument("--control", metavar="ENDPOINT",
-                    help="REP socket for hot swap and status (e.g. tcp://127.0.0.1:5557)")
-    ap.add_argument("--http", metavar="HOST:PORT",
-                    help="read-only operator web view (e.g. 127.0.0.1:8080); off by default")
-    ap.add_argument("--curve-secret", help="daemon secret key file: CURVE on the results "
-                    "socket (for gateways on other hosts)")
-    ap.add_argument("--curve-clients", help="directory of allowed gateways' public key files")
-    ap.add_argument("--inject-faults", metavar="infer-every=N",
-                    help="TESTING ONLY: make every N-th inference call fail, to check that "
-                    "frames get ERROR verdicts and the daemon recovers")
+    model, daemon = model_args(), serve_args()
+    model.add_to(ap)
+    daemon.add_to(ap)
     ap.add_argument("--validate-config", action="store_true",
                     help="check the configuration and bundle, print them, and exit")
     ap.add_argument("--log-json", action="store_true", help="structured (JSON lines) logs")
     ap.add_argument("-v", "--verbose", action="store_true")
-    return ap
+    return ap, model, daemon
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap, model, daemon_args = build_parser()
+    args = ap.parse_args(argv)
     # The inference thread needs the GIL for a moment between ONNX Runtime calls; with
     # Python's default 5 ms switch interval it waited up to that long behind the other
     # stages each time (py-spy: the inference thread idle 19% of a saturated run).
     sys.setswitchinterval(0.0005)
     setup_logging(args.verbose, json_lines=args.log_json)
     try:
-        config = load_config(args.config, {
-            "bundle": args.bundle, "input": args.input, "input_mode": args.input_mode,
-            "output": args.output, "backend": args.backend, "precision": args.precision,
-            "threads": args.threads, "max_batch": args.max_batch, "screen": args.screen,
-            "screen_precision": args.screen_precision,
-            "screen_thresholds": class_values(args.screen_threshold, float,
-                                              "--screen-threshold") or None,
-            "max_wait_ms": args.max_wait_ms, "queue_size": args.queue_size,
-            "overload": args.overload, "deadline_ms": args.deadline_ms,
-            "failsafe_verdict": args.failsafe_verdict, "publish_masks": args.publish_masks,
-            "mask_format": args.mask_format,
-            "thresholds": class_values(args.threshold, float, "--threshold") or None,
-            "metrics": args.metrics, "control": args.control, "http": args.http,
-            "curve_secret": args.curve_secret, "curve_clients": args.curve_clients,
-            "inject_faults": args.inject_faults,
-        })
+        config = load_config(args.config, {"bundle": args.bundle, **model.values(args),
+                                           **daemon_args.values(args)})
         from lineside.edge.daemon import Daemon
 
-        daemon = Daemon(config)
+        daemon = Daemon.from_config(config)
     except (ConfigError, BundleError, BackendUnavailable) as exc:
         print(f"edge-serve: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ import zmq.asyncio
 import zmq.auth
 
 from lineside.edge import protocol
+from lineside.edge.accounting import RESULT, outcome
 from lineside.edge.plc.config import VERDICT_CODES, CameraTags, PlcConfig
 from lineside.edge.plc.writers import PlcWriteError, PlcWriter, create_writer
 
@@ -105,24 +106,24 @@ class Gateway:
                 if reason.startswith(("PLC connection", "reject not written")):
                     self.clear_fault(reason)
             return
-        camera = body.get("camera_id")
-        if camera not in self.config.cameras:
+        seen = outcome(topic, body)
+        if seen is None or seen.camera_id not in self.config.cameras:
             return
-        if topic == protocol.TOPIC_REJECT:
+        if seen.kind == RESULT:
             self.stats.results_seen += 1
-            self.enqueue_verdict(camera, body.get("frame_id"), body["verdict"],
+            self.enqueue_verdict(seen.camera_id, seen.last, body["verdict"],
                                  body.get("classes", {}))
-        elif topic == protocol.TOPIC_EVENT and body.get("kind") in ("error", "drop") \
-                and body.get("frame_id") is not None:
-            self.enqueue_verdict(camera, body["frame_id"], "ERROR", {})
+        elif seen.first is not None:  # an error or drop naming its frame(s): suspect parts
+            self.enqueue_verdict(seen.camera_id, seen.last, "ERROR", {}, frames=seen.count)
 
     def enqueue_verdict(self, camera: str, frame_id: int | None, verdict: str,
-                        classes: dict[str, Any]) -> None:
+                        classes: dict[str, Any], frames: int = 1) -> None:
+        """One verdict for `frames` frames ending at `frame_id` (a range drop is many)."""
         tags: CameraTags = self.config.cameras[camera]
         state = self.cameras[camera]
-        state.results += 1
+        state.results += frames
         bad = verdict != "OK"
-        state.rejects += bad
+        state.rejects += frames if bad else 0
         writes: list[Write] = []
 
         def add(tag: Any, method: str, value: Any) -> None:

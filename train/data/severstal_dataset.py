@@ -1,4 +1,4 @@
-"""A Severstal-layout folder in memory, split, and served as torch datasets.
+"""A labelled folder in memory, split, and served as torch datasets.
 
 Masks are kept as one uint8 plane per image with class k in bit k, which holds several
 (overlapping or not) classes in the space of one grayscale image.
@@ -14,10 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lineside.edge import rle
-from lineside.edge.severstal import read_labels
+from lineside.edge.labels import open_dataset
 from lineside.train.config import Augmentation
-from lineside.train.data.formats import detect_format, read_labelme, read_mask_folders
 
 
 @dataclass
@@ -47,57 +45,27 @@ class StripSet:
 def load_strips(root: str | Path, class_ids: tuple[int, ...] = (1, 2, 3, 4),
                 limit: int = 0, resize: tuple[int, int] | None = None,
                 label_names: dict[str, int] | None = None) -> StripSet:
-    """A labelled folder in any supported format (train.data.formats) in memory."""
-    root = Path(root)
-    kind = detect_format(root)
-    if kind != "severstal":
-        reader = read_mask_folders(root, class_ids) if kind == "mask_folders" else \
-            read_labelme(root, class_ids, label_names)
-        return _from_pairs(reader, class_ids, limit, resize)
-    labels = read_labels(root / "train.csv")
-    folder = root / "train_images"
-    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    if limit:
-        names = names[:limit]
-    if not names:
-        raise FileNotFoundError(f"no images in {folder}")
-    first = cv2.imread(str(folder / names[0]), cv2.IMREAD_GRAYSCALE)
-    images = np.empty((len(names), *first.shape), np.uint8)
-    bits = np.zeros((len(names), *first.shape), np.uint8)
-    for i, name in enumerate(names):
-        image = cv2.imread(str(folder / name), cv2.IMREAD_GRAYSCALE)
-        if image is None or image.shape != first.shape:
-            raise ValueError(f"{folder / name}: unreadable or not {first.shape}")
-        images[i] = image
-        for k, class_id in enumerate(class_ids):
-            encoded = labels.get(name, {}).get(class_id)
-            if encoded:
-                bits[i] |= rle.decode(encoded, first.shape) << k
-    return StripSet(names, images, bits, class_ids)
-
-
-def _from_pairs(pairs, class_ids: tuple[int, ...], limit: int,
-                resize: tuple[int, int] | None) -> StripSet:
+    """A labelled folder in any format edge.labels reads (Severstal CSV, image+mask
+    folders, LabelMe), in memory; `resize` [height, width] for images of differing sizes."""
+    dataset = open_dataset(root, label_names=label_names, require_labels=True, limit=limit)
     names, images, bits = [], [], []
-    for name, gray, masks in pairs:
+    for sample in dataset.samples:
+        gray = sample.image()
+        masks = sample.masks(class_ids, gray.shape)
         if resize:
             height, width = resize
             gray = cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
             masks = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST)
                               for m in masks])
         if images and gray.shape != images[0].shape:
-            raise ValueError(f"{name} is {gray.shape}, others {images[0].shape}: set `resize` "
-                             "in the training config")
+            raise ValueError(f"{sample.name} is {gray.shape}, others {images[0].shape}: set "
+                             "`resize` in the training config")
         plane = np.zeros(gray.shape, np.uint8)
         for k in range(len(class_ids)):
             plane |= (masks[k] > 0).astype(np.uint8) << k
-        names.append(name)
+        names.append(sample.name)
         images.append(gray)
         bits.append(plane)
-        if limit and len(names) >= limit:
-            break
-    if not names:
-        raise FileNotFoundError("no labelled images found")
     return StripSet(names, np.stack(images), np.stack(bits), class_ids)
 
 

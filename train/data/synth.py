@@ -27,7 +27,7 @@ import numpy as np
 
 from lineside.edge import rle
 from lineside.edge.cli.common import parser, setup_logging
-from lineside.edge.severstal import SEVERSTAL_CLASSES, write_labels
+from lineside.edge.labels.severstal import SEVERSTAL_CLASSES, write_labels
 
 HEIGHT, WIDTH = 256, 1600
 CLASS_NAMES = {1: "pits", 2: "cracks", 3: "scratches", 4: "patches"}

@@ -1,0 +1,122 @@
+"""Native TensorRT runner with pycuda: pinned host buffers, one CUDA stream, async copies.
+
+The engine comes from the loader (loader.resolve_engine): the bundle's own when its
+sidecar matches this machine, else the engine cache, else built once into the cache.
+pycuda uses the device's primary context, the one TensorRT uses; it is pushed around each
+call because the daemon creates the backend on one thread and runs it on another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lineside.edge.backends.base import Backend, BackendUnavailable, Outputs
+from lineside.edge.backends.tensorrt.engine import tensorrt_available
+from lineside.edge.backends.tensorrt.loader import resolve_engine
+from lineside.edge.bundle import Bundle
+from lineside.edge.variants import VariantUnavailable
+
+log = logging.getLogger("lineside.edge.tensorrt")
+
+DEFAULT_CACHE = Path(os.environ.get("LINESIDE_ENGINE_CACHE",
+                                    Path.home() / ".cache" / "lineside" / "engines"))
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, precision: str = "fp16",
+                 cache_dir: Path = DEFAULT_CACHE) -> None:
+        ok, reason = tensorrt_available()
+        if not ok:
+            raise BackendUnavailable(f"backend tensorrt: {reason}")
+        import pycuda.driver as cuda
+        import tensorrt as trt
+
+        self._cuda = cuda
+        self._context = cuda.Device(0).retain_primary_context()
+        self._context.push()
+        try:
+            try:
+                self.engine_path = resolve_engine(bundle, precision, cache_dir)
+            except VariantUnavailable as exc:  # `auto` then tries the next backend
+                raise BackendUnavailable(f"backend tensorrt: {exc}") from exc
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if self.engine is None:
+                raise BackendUnavailable(f"TensorRT could not load {self.engine_path}")
+            self.execution = self.engine.create_execution_context()
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            inputs = [n for n in names
+                      if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+            self.input_name = inputs[0]
+            # Outputs in bundle order: probabilities, then presence when the model has a gate.
+            manifest = bundle.manifest
+            wanted = [manifest.output_name] + ([manifest.presence_name]
+                                               if manifest.presence_name else [])
+            self.output_names = [n for n in wanted if n in names]
+            profile_max = self.engine.get_tensor_profile_shape(self.input_name, 0)[2]
+            self.max_batch = int(profile_max[0])
+            tile = (manifest.in_channels, manifest.tile_height, manifest.tile_width)
+            in_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
+            # Pinned host buffers and device buffers sized for the largest batch, once.
+            self.host_in = cuda.pagelocked_empty((self.max_batch, *tile), in_dtype)
+            self.device_in = cuda.mem_alloc(self.host_in.nbytes)
+            self.execution.set_input_shape(self.input_name, self.host_in.shape)
+            self.host_out, self.device_out = [], []
+            for name in self.output_names:
+                shape = tuple(self.execution.get_tensor_shape(name))
+                host = cuda.pagelocked_empty(shape, trt.nptype(self.engine.get_tensor_dtype(name)))
+                self.host_out.append(host)
+                self.device_out.append(cuda.mem_alloc(host.nbytes))
+            self.stream = cuda.Stream()
+            self.execution.set_tensor_address(self.input_name, int(self.device_in))
+            for name, device in zip(self.output_names, self.device_out, strict=True):
+                self.execution.set_tensor_address(name, int(device))
+            self._version = trt.__version__
+            self._precision = precision
+        finally:
+            self._context.pop()
+
+    def infer(self, tiles: np.ndarray) -> Outputs:
+        cuda = self._cuda
+        chunks: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        self._context.push()
+        try:
+            for start in range(0, len(tiles), self.max_batch):
+                chunk = tiles[start:start + self.max_batch]
+                n = len(chunk)
+                np.copyto(self.host_in[:n], chunk, casting="unsafe")
+                self.execution.set_input_shape(self.input_name, chunk.shape)
+                # Slices along the batch axis of a pinned array are pinned and contiguous:
+                # only the n tiles in use cross the bus.
+                cuda.memcpy_htod_async(self.device_in, self.host_in[:n], self.stream)
+                if not self.execution.execute_async_v3(self.stream.handle):
+                    raise RuntimeError("TensorRT execute_async_v3 failed")
+                for host, device in zip(self.host_out, self.device_out, strict=True):
+                    cuda.memcpy_dtoh_async(host[:n], device, self.stream)
+                self.stream.synchronize()
+                for k, host in enumerate(self.host_out):
+                    chunks[k].append(host[:n].astype(np.float32, copy=True))
+        finally:
+            self._context.pop()
+        return {name: np.concatenate(c) for name, c in zip(self.output_names, chunks,
+                                                           strict=True)}
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "tensorrt": self._version, "precision": self._precision,
+                "engine": str(self.engine_path)}
+
+    def close(self) -> None:
+        self._context.push()
+        try:
+            self.device_in.free()
+            for device in self.device_out:
+                device.free()
+            del self.execution, self.engine
+        finally:
+            self._context.pop()

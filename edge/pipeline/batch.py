@@ -1,0 +1,81 @@
+"""Batch stage: frames from the per-camera queues into one batch of model-sized tiles.
+
+Dynamic batching across frames and cameras: the batcher takes frames round-robin from the
+camera queues until their tiles fill `max_batch` or `max_wait_ms` passes (FrameQueues),
+reads the model in service once per batch (a hot swap lands between batches), and cuts
+every frame into tiles exactly as export, evaluation and calibration do (tiling.cut).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lineside.edge.backends.base import Outputs
+from lineside.edge.metrics import DaemonCounters
+from lineside.edge.pipeline.frame_queues import FrameQueues
+from lineside.edge.pipeline.model import LoadedModel
+from lineside.edge.protocol import Frame
+from lineside.edge.tiling import TileGrid, cut, make_grid
+
+
+@dataclass
+class Batch:
+    """Frames and their tiles on the way through screen and infer."""
+
+    frames: list[Frame]
+    grids: list[TileGrid]
+    tiles: np.ndarray  # (N, C, th, tw) uint8, the frames' tiles in order
+    model: LoadedModel
+    formed_ns: int
+    # Filled by the screen stage (models behind a screening classifier):
+    screen_scores: np.ndarray | None = None  # (N, K) classifier scores
+    flags: np.ndarray | None = None  # (N, K) bool: class flagged in tile
+    # Filled by the infer stage:
+    outputs: Outputs = field(default_factory=dict)
+    error: str = ""  # why inference failed ("" = it did not)
+    infer_s: float = 0.0
+
+
+class TileGrids:
+    """Tile grids by (frame shape, tile shape): computed once per shape."""
+
+    def __init__(self) -> None:
+        self._grids: dict[tuple[tuple[int, int], tuple[int, int]], TileGrid] = {}
+
+    def __call__(self, shape: tuple[int, int], tile: tuple[int, int]) -> TileGrid:
+        grid = self._grids.get((shape, tile))
+        if grid is None:
+            grid = self._grids[(shape, tile)] = make_grid(shape, tile)
+        return grid
+
+
+class BatchStage:
+    name = "batch"
+
+    def __init__(self, queues: FrameQueues[Frame], max_batch: int, max_wait_ms: float,
+                 counters: DaemonCounters) -> None:
+        self.queues = queues
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.counters = counters
+        self.grid_for = TileGrids()
+
+    def form(self, frames: list[Frame], model: LoadedModel) -> Batch:
+        """One batch of `frames`' tiles for `model`."""
+        began = time.perf_counter()
+        grids = [self.grid_for(f.pixels.shape, model.tile_shape) for f in frames]
+        channels = model.bundle.manifest.in_channels
+        tiles = np.concatenate([cut(f.pixels, g, channels)
+                                for f, g in zip(frames, grids, strict=True)])
+        self.counters.stage_time("tile", time.perf_counter() - began)
+        return Batch(frames, grids, tiles, model, time.time_ns())
+
+    def next(self, model: LoadedModel) -> Batch | None:
+        """The next batch for `model` (waits for frames); None once the queues closed."""
+        frames = self.queues.take(
+            cost=lambda f: self.grid_for(f.pixels.shape, model.tile_shape).count,
+            budget=self.max_batch, max_wait_s=self.max_wait_s)
+        return None if frames is None else self.form(frames, model)

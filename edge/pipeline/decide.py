@@ -1,0 +1,101 @@
+"""Decide stage: stitched probabilities -> masks, defects, a verdict per frame, and the
+messages that carry them (`reject`, and `mask` when masks are published).
+
+`Decider.messages` is a plain function of an inferred frame and the clock, so the rules
+that decide what the PLC is told (thresholds, gate, rules, the deadline, the fail-safe
+verdict for failed inference) are tested in-process without sockets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+
+from lineside.edge import protocol, rle
+from lineside.edge.bundle import ClassSpec
+from lineside.edge.config import ServeConfig
+from lineside.edge.metrics import DaemonCounters
+from lineside.edge.pipeline.infer import InferredFrame
+from lineside.edge.postprocess import apply_gate, decide, find_defects, label_map, threshold_masks
+from lineside.edge.tiling import stitch
+
+Message = tuple[str, dict[str, Any]]
+# Called with (camera, frame id, pixels, masks, verdict) for the operator view.
+Viewer = Callable[[str, int, np.ndarray, np.ndarray, str], None]
+
+
+def frame_base(item: InferredFrame) -> dict[str, Any]:
+    """The identity fields every message about a frame carries."""
+    header = item.frame.header
+    base: dict[str, Any] = {"camera_id": header.camera_id, "frame_id": header.frame_id,
+                            "timestamp_ns": header.timestamp_ns,
+                            "received_ns": item.frame.received_ns}
+    if header.line_position is not None:
+        base["line_position"] = header.line_position
+    return base
+
+
+class Decider:
+    name = "decide"
+
+    def __init__(self, config: ServeConfig, counters: DaemonCounters | None = None,
+                 viewer: Viewer | None = None) -> None:
+        self.config = config
+        self.counters = counters
+        self.viewer = viewer
+
+    def messages(self, item: InferredFrame, now_ns: int | None = None) -> list[Message]:
+        """The messages for one frame; `now_ns` (Unix ns) is when the deadline is judged."""
+        base = frame_base(item)
+        if item.tiles_out is None:
+            return [(protocol.TOPIC_REJECT, {
+                **base, "verdict": self.config.failsafe_verdict, "reasons": [item.error],
+                "classes": {}, "defects": []})]
+        camera = self.config.for_camera(item.frame.header.camera_id)
+        classes = item.model.classes_for(camera)
+        probabilities = stitch(item.tiles_out, item.grid)
+        masks = apply_gate(threshold_masks(probabilities, classes), item.gate, classes)
+        summaries, defects = find_defects(probabilities, masks, classes)
+        verdict, reasons = decide(summaries, camera.rule)
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        elapsed_ms = (now_ns - item.frame.received_ns) / 1e6
+        if camera.deadline_ms and elapsed_ms > camera.deadline_ms:
+            if self.counters is not None:
+                self.counters.deadline_missed()
+            reasons = [f"deadline missed: {elapsed_ms:.1f} ms > {camera.deadline_ms:g} ms",
+                       *reasons]
+            verdict = self.config.failsafe_verdict
+        reject = {**base, "verdict": verdict, "reasons": reasons,
+                  "classes": {str(s.class_id): s.to_json() for s in summaries},
+                  "defects": [d.to_json() for d in defects],
+                  "model": item.model.bundle.manifest.name,
+                  "infer_ms": round(item.infer_ms, 3)}
+        if item.gate is not None:
+            reject["presence"] = {str(c.id): round(float(item.gate[k]), 4)
+                                  for k, c in enumerate(classes)}
+        messages: list[Message] = [(protocol.TOPIC_REJECT, reject)]
+        if self.viewer is not None:
+            self.viewer(item.frame.header.camera_id, item.frame.header.frame_id,
+                        item.frame.pixels, masks, verdict)
+        if self.config.publish_masks:
+            messages.append((protocol.TOPIC_MASK,
+                             self.mask_body(base, probabilities, masks, classes)))
+        return messages
+
+    def mask_body(self, base: dict[str, Any], probabilities: np.ndarray, masks: np.ndarray,
+                  classes: list[ClassSpec]) -> dict[str, Any]:
+        height, width = masks.shape[1:]
+        body = {**base, "height": height, "width": width, "encoding": self.config.mask_format}
+        if self.config.mask_format == "png":
+            labels = label_map(probabilities, masks, [c.id for c in classes])
+            ok, png = cv2.imencode(".png", labels)
+            if not ok:
+                raise RuntimeError("OpenCV could not encode the label map")
+            body[protocol.ATTACHMENT] = png.tobytes()
+        else:
+            body["classes"] = {str(c.id): rle.encode(masks[k]) for k, c in enumerate(classes)}
+        return body

@@ -1,0 +1,188 @@
+"""The model a pipeline runs: a segmentation bundle on a backend, optionally behind a
+screening classifier, optionally with injected faults. Composed here and only here, for
+edge-serve, edge-bench and edge-eval alike (`compose_model`, `load_model`).
+
+A `LoadedModel` is what a hot swap replaces as one unit (`ModelSlot`): stages read the
+current one once per batch, so a swap happens between batches and no frame is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lineside.edge.backends import BACKENDS, Backend, create_backend
+from lineside.edge.backends.base import PROBABILITIES
+from lineside.edge.bundle import Bundle, BundleError, ClassSpec, load_bundle
+from lineside.edge.config import CameraSettings, ModelSettings
+
+log = logging.getLogger("lineside.edge.pipeline")
+
+
+@dataclass
+class Screen:
+    """A screening classifier's bundle and backend, and one threshold per class of the
+    segmentation model (in its class order): a tile is segmented for the classes whose
+    score reaches the threshold (pipeline/screen.py)."""
+
+    bundle: Bundle
+    backend: Backend
+    thresholds: np.ndarray  # (K,) float32
+
+    def describe(self) -> dict[str, str]:
+        return {"screen": self.backend.describe().get("backend", "?"),
+                "screen_thresholds": ",".join(f"{t:g}" for t in self.thresholds)}
+
+
+def screening_thresholds(screen: Bundle, segment: Bundle,
+                         overrides: dict[int, float] | None = None) -> list[float]:
+    """One threshold per segmentation class: the classifier's tuned `gate_threshold`
+    unless `overrides` names the class. Raises when the two bundles do not fit together."""
+    seg, clf = segment.manifest, screen.manifest
+    if clf.task != "classification":
+        raise BundleError(f"screen {screen.root} holds a {clf.task} model; the screen must "
+                          "be a screening classifier's bundle (architecture classifier)")
+    if (clf.tile_height, clf.tile_width, clf.in_channels) != \
+            (seg.tile_height, seg.tile_width, seg.in_channels):
+        raise BundleError(f"screen {screen.root} takes {clf.in_channels}x{clf.tile_height}x"
+                          f"{clf.tile_width} tiles, the segmentation model "
+                          f"{seg.in_channels}x{seg.tile_height}x{seg.tile_width}: train the "
+                          "classifier with the segmentation model's tile")
+    if clf.class_ids != seg.class_ids:
+        raise BundleError(f"screen {screen.root} scores classes {clf.class_ids}, the "
+                          f"segmentation model predicts {seg.class_ids}")
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(seg.class_ids))
+    if unknown:
+        raise BundleError(f"screen thresholds name unknown classes {unknown}")
+    return [float(overrides.get(c.id, c.gate_threshold)) for c in clf.classes]
+
+
+@dataclass
+class LoadedModel:
+    """A verified bundle with its backend (and screen): what a hot swap replaces."""
+
+    bundle: Bundle
+    backend: Backend
+    screen: Screen | None = None
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return (self.bundle.manifest.tile_height, self.bundle.manifest.tile_width)
+
+    @property
+    def tile(self) -> tuple[int, int, int]:
+        """(C, H, W) of one model input tile."""
+        return (self.bundle.manifest.in_channels, *self.tile_shape)
+
+    def classes_for(self, camera: CameraSettings) -> list[ClassSpec]:
+        """The bundle's classes with a camera's overrides. Behind a screen, the presence
+        gate is the screen: its scores are what the runtime reports as presence, so each
+        class is judged by its screening threshold."""
+        classes = self.bundle.manifest.classes
+        if self.screen is not None:
+            classes = [replace(c, gate_threshold=float(t))
+                       for c, t in zip(classes, self.screen.thresholds, strict=True)]
+        # `replace` keeps every other field, the presence gate's threshold included.
+        return [replace(c, threshold=camera.thresholds.get(c.id, c.threshold),
+                        min_area=camera.min_area.get(c.id, c.min_area))
+                for c in classes]
+
+    def describe(self) -> dict[str, str]:
+        described = {"model": self.bundle.manifest.name, "bundle": str(self.bundle.root),
+                     **self.backend.describe()}
+        if self.screen is not None:
+            described["backend"] = f"{described['backend']}+screen"
+            described.update(self.screen.describe())
+        return described
+
+    def close(self) -> None:
+        self.backend.close()
+        if self.screen is not None:
+            self.screen.backend.close()
+
+
+def compose_model(bundle: str | Path | Bundle, settings: ModelSettings) -> LoadedModel:
+    """The segmentation bundle on `settings.backend`, behind `settings.screen` when set,
+    with `settings.inject_faults` when set (testing only). The one composition."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    backend = create_backend(settings.backend, bundle, settings.precision, settings.threads)
+    screen = None
+    if settings.screen:
+        screen_bundle = load_bundle(settings.screen)
+        thresholds = screening_thresholds(screen_bundle, bundle, settings.screen_thresholds)
+        # With `auto`, the classifier runs where the segmentation model landed.
+        where = backend.name if settings.backend == "auto" and backend.name in BACKENDS \
+            else settings.backend
+        screen = Screen(screen_bundle,
+                        create_backend(where, screen_bundle,
+                                       settings.screen_precision or settings.precision,
+                                       settings.threads),
+                        np.asarray(thresholds, np.float32))
+    if settings.inject_faults:
+        from lineside.edge.backends.fault_injection import FaultInjectingBackend
+
+        backend = FaultInjectingBackend(backend, settings.inject_faults)
+    return LoadedModel(bundle, backend, screen)
+
+
+def load_model(path: str | Path, settings: ModelSettings) -> LoadedModel:
+    """Verify, compose and warm a segmentation bundle for serving; raises before anything
+    is switched over (a broken model fails here, not on the line)."""
+    bundle = load_bundle(path)
+    if bundle.manifest.task != "segmentation":
+        raise BundleError(f"{path} holds a {bundle.manifest.task} model (a screening "
+                          "classifier); edge-serve runs segmentation bundles")
+    model = compose_model(bundle, settings)
+    # Warm every batch shape serving will use, so the first frame is not slow. Warm tiles
+    # are blank and a screen would flag none: warm each model directly.
+    for backend in [model.backend] + ([model.screen.backend] if model.screen else []):
+        backend.warm_up(model.tile, settings.max_batch)
+    out = model.backend.infer(np.zeros((1, *model.tile), np.uint8))[PROBABILITIES]
+    if out.shape[1] != len(bundle.manifest.classes):
+        raise RuntimeError(f"model gives {out.shape[1]} classes, manifest lists "
+                           f"{len(bundle.manifest.classes)}")
+    return model
+
+
+class ModelSlot:
+    """The model in service, and hot swap: load and warm a candidate beside it, then
+    switch between two batches. On any failure the serving model stays (roll back =
+    never switched). `emit` publishes the `model` event; `on_swap` sees the new model."""
+
+    def __init__(self, model: LoadedModel, loader: Callable[[str], LoadedModel],
+                 emit: Callable[[dict[str, Any]], None],
+                 on_swap: Callable[[LoadedModel, str], None]) -> None:
+        self.current = model
+        self._loader = loader
+        self._emit = emit
+        self._on_swap = on_swap
+        self._lock = threading.Lock()
+
+    def swap(self, path: str) -> dict[str, Any]:
+        with self._lock:
+            began = time.monotonic()
+            serving = str(self.current.bundle.root)
+            try:
+                candidate = self._loader(path)
+            except Exception as exc:
+                log.error("hot swap to %s failed, still serving %s: %s", path, serving, exc)
+                self._on_swap(self.current, "rolled_back")
+                self._emit({"kind": "model", "status": "rolled_back", "bundle": str(path),
+                            "reason": str(exc), "serving": serving})
+                return {"ok": False, "error": str(exc), "serving": serving}
+            self.current = candidate  # the batcher picks it up for its next batch
+            self._on_swap(candidate, "ok")
+            seconds = round(time.monotonic() - began, 3)
+            log.info("hot swap %s -> %s in %.2f s", serving, path, seconds)
+            self._emit({"kind": "model", "status": "swapped", "bundle": str(path),
+                        "previous": serving, "load_s": seconds})
+            return {"ok": True, "serving": str(path), "load_s": seconds}

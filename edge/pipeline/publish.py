@@ -1,0 +1,108 @@
+"""Publish stage: results, masks and events out on the PUB socket, heartbeats between.
+
+Everything the other stages say goes through the `Outbox`; this stage owns the socket
+(ZeroMQ sockets belong to one thread). Latency is stamped at the last moment before a
+result leaves, and every result is counted here, once.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.auth
+
+from lineside.edge import protocol
+from lineside.edge.config import ServeConfig
+from lineside.edge.metrics import DaemonCounters
+from lineside.edge.postprocess import VERDICT_REJECT
+
+END = object()  # end marker passed down the stages on shutdown
+
+
+class Outbox:
+    """The queue into the publish stage. Results must never be dropped: it is large, and
+    a full outbox blocks the producer (backpressure) rather than losing a message."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+
+    def put(self, message: tuple[str, dict[str, Any]] | object) -> None:
+        self._queue.put(message)
+
+    def event(self, body: dict[str, Any]) -> None:
+        self._queue.put((protocol.TOPIC_EVENT, body))
+
+    def get(self, timeout: float) -> tuple[str, dict[str, Any]] | object | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
+def secure(sock: zmq.Socket, secret_file: str) -> None:
+    """Make `sock` a CURVE server with the key pair in `secret_file` (zmq.auth format)."""
+    public, secret = zmq.auth.load_certificate(secret_file)
+    if secret is None:
+        raise RuntimeError(f"{secret_file} holds no secret key")
+    sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
+
+
+class PublishStage:
+    name = "publish"
+
+    def __init__(self, config: ServeConfig, context: zmq.Context, outbox: Outbox,
+                 counters: DaemonCounters, heartbeat: Callable[[bool], dict[str, Any]],
+                 on_result: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.context = context
+        self.outbox = outbox
+        self.counters = counters
+        self.heartbeat = heartbeat
+        self.on_result = on_result
+
+    def run(self) -> None:
+        sock = self.context.socket(zmq.PUB)
+        if self.config.curve_secret:
+            secure(sock, self.config.curve_secret)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.LINGER, 2000)  # flush the last results on shutdown
+        sock.bind(self.config.output)
+        next_heartbeat = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    sock.send_multipart(protocol.encode_message(protocol.TOPIC_EVENT,
+                                                                self.heartbeat(False)))
+                    next_heartbeat = now + self.config.heartbeat_s
+                message = self.outbox.get(timeout=min(0.1, self.config.heartbeat_s))
+                if message is None:
+                    continue
+                if message is END:
+                    sock.send_multipart(protocol.encode_message(protocol.TOPIC_EVENT,
+                                                                self.heartbeat(True)))
+                    break
+                topic, body = message  # type: ignore[misc]
+                if topic == protocol.TOPIC_REJECT:
+                    self.account(body)
+                sock.send_multipart(protocol.encode_message(topic, body))
+        finally:
+            sock.close()
+
+    def account(self, body: dict[str, Any]) -> None:
+        """Stamp and count one result just before it leaves."""
+        published_ns = time.time_ns()
+        body["published_ns"] = published_ns
+        body["latency_ms"] = round((published_ns - body["received_ns"]) / 1e6, 3)
+        self.counters.result(body["camera_id"], body["verdict"],
+                             body["verdict"] == VERDICT_REJECT)
+        if self.on_result is not None:
+            self.on_result(body)
+        self.counters.stage_time("end_to_end", body["latency_ms"] / 1000)

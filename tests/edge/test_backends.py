@@ -1,0 +1,134 @@
+"""Backends: ONNX Runtime on the CPU always; CUDA and TensorRT where a GPU is present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lineside.edge.backends import BackendUnavailable, create_backend
+from lineside.edge.backends.onnxruntime import PROVIDERS
+from lineside.edge.backends.tensorrt.engine import EngineSidecar, ShapeProfile, tensorrt_available
+from lineside.edge.bundle import load_bundle
+
+
+def sidecar(**changes) -> EngineSidecar:
+    base = dict(tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
+                precision="fp16", onnx_sha256="ab" * 32, profile=ShapeProfile(1, 8, 16))
+    base.update(changes)
+    return EngineSidecar(**base)
+
+
+def test_engine_sidecar_round_trip_and_mismatch_reasons(tmp_path):
+    engine = tmp_path / "m.engine"
+    sidecar().write(engine)
+    read = EngineSidecar.read(engine)
+    assert read == sidecar()
+    assert read.mismatches(sidecar()) == []
+    problems = read.mismatches(sidecar(tensorrt_version="11.0.0", compute_capability="9.0",
+                                       profile=ShapeProfile(1, 8, 32)))
+    assert any("tensorrt_version" in p for p in problems)
+    assert any("compute_capability" in p for p in problems)
+    assert any("profile" in p for p in problems)
+    assert read.mismatches(sidecar(onnx_sha256="cd" * 32))  # another model
+
+
+def test_engine_without_sidecar_is_not_trusted(tmp_path):
+    with pytest.raises(Exception, match="no sidecar"):
+        EngineSidecar.read(tmp_path / "orphan.engine")
+
+
+def test_batch_profile_parsing():
+    assert ShapeProfile.parse("1:4:8", 1, 256, 256).shapes()[2] == (8, 1, 256, 256)
+    for bad in ("8:4:1", "1:2", "a:b:c", "0:1:2"):
+        with pytest.raises(ValueError):
+            ShapeProfile.parse(bad, 1, 256, 256)
+
+
+@pytest.mark.slow
+def test_auto_falls_back_to_the_cpu_here(trained_bundle):
+    backend = create_backend("auto", load_bundle(trained_bundle))
+    assert backend.describe()["backend"] in ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
+    tiles = np.zeros((2, 1, 256, 256), np.uint8)
+    assert backend.infer(tiles)["probabilities"].shape == (2, 4, 256, 256)
+
+
+def test_unknown_backend_lists_the_valid_ones(trained_bundle):
+    with pytest.raises(ValueError, match="ort-cpu"):
+        create_backend("openvino", load_bundle(trained_bundle))
+
+
+def _gpu_reference(bundle_path):
+    bundle = load_bundle(bundle_path)
+    tiles = np.random.default_rng(0).integers(0, 256, (5, 1, 256, 256), np.uint8)
+    expected = create_backend("ort-cpu", bundle).infer(tiles)["probabilities"]
+    return bundle, tiles, expected
+
+
+# Decided at collection, so that the bundles these tests need are not built for nothing.
+TENSORRT_OK, TENSORRT_REASON = tensorrt_available()
+needs_tensorrt = pytest.mark.skipif(not TENSORRT_OK,
+                                    reason=f"TensorRT backend unavailable here: {TENSORRT_REASON}")
+
+
+@pytest.fixture(scope="module")
+def fp16_bundle(trained_bundle, tmp_path_factory):
+    """The trained MiniUNet exported with its FP16 variant (no INT8: quick)."""
+    from tests.helpers import run_module
+
+    bundle = tmp_path_factory.mktemp("fp16") / "bundle"
+    run_module("lineside.export.cli", str(trained_bundle.parent / "mini.pt"), "-o",
+               str(bundle), "--fp16")
+    return bundle
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-trt"])
+def test_onnxruntime_gpu_providers_match_the_cpu(trained_bundle, name):
+    bundle, tiles, expected = _gpu_reference(trained_bundle)
+    try:
+        backend = create_backend(name, bundle)
+    except BackendUnavailable as exc:
+        pytest.skip(f"{name} unavailable here: {exc}")
+    assert backend.session.get_providers()[0] == PROVIDERS[name][0]  # no silent fallback
+    assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 1e-2
+
+
+@pytest.mark.gpu
+def test_onnxruntime_cuda_runs_the_fp16_model_close_to_fp32_on_the_cpu(fp16_bundle):
+    bundle, tiles, expected = _gpu_reference(fp16_bundle)
+    try:
+        backend = create_backend("ort-cuda", bundle, "fp16")
+    except BackendUnavailable as exc:
+        pytest.skip(f"ort-cuda unavailable here: {exc}")
+    assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 2e-2
+
+
+@pytest.mark.gpu
+@needs_tensorrt
+def test_native_tensorrt_fp32_engine_matches_onnxruntime(trained_bundle, tmp_path):
+    from lineside.edge.backends.tensorrt.runner import TensorRTBackend
+
+    bundle, tiles, expected = _gpu_reference(trained_bundle)
+    backend = TensorRTBackend(bundle, "fp32", cache_dir=tmp_path)
+    assert backend.engine_path.exists()
+    assert EngineSidecar.read(backend.engine_path).precision == "fp32"
+    assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 1e-2
+    # A second start finds the cached engine instead of rebuilding.
+    again = TensorRTBackend(bundle, "fp32", cache_dir=tmp_path)
+    assert again.engine_path == backend.engine_path
+
+
+@pytest.mark.gpu
+@needs_tensorrt
+@pytest.mark.parametrize("precision, tolerance", [("fp16", 2e-2), ("int8", 0.1)])
+def test_native_tensorrt_engines_from_fp16_and_qdq_onnx_match_onnxruntime(
+        quantised_bundle, tmp_path, precision, tolerance):
+    from lineside.edge.backends.tensorrt.runner import TensorRTBackend
+
+    bundle, tiles, expected = _gpu_reference(quantised_bundle)
+    backend = TensorRTBackend(bundle, precision, cache_dir=tmp_path)
+    sidecar = EngineSidecar.read(backend.engine_path)
+    assert sidecar.precision == precision and sidecar.builder_path == "strongly-typed"
+    source = "fp16" if precision == "fp16" else "int8-trt"
+    assert sidecar.onnx_sha256 == bundle.manifest.models[source].sha256
+    assert np.abs(backend.infer(tiles)["probabilities"] - expected).mean() < tolerance

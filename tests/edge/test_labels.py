@@ -1,0 +1,162 @@
+"""One reader for every label format: Severstal CSV (both layouts), image+mask folders and
+LabelMe polygons give the same samples and masks, and every command reads all of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineside.calibration.calibration_set import build_from_folder, choose_frames
+from lineside.edge import rle
+from lineside.edge.labels import LabelFormatError, detect_format, open_dataset
+from lineside.edge.labels.severstal import write_labels
+from lineside.tools.evaluation import LabelledFrames
+from lineside.train.data.severstal_dataset import load_strips
+
+CLASSES = (1, 2, 3, 4)
+# (class id, x0, y0, x1, y1), corners inclusive, never overlapping (label maps cannot).
+BOXES = {"a.png": [(1, 10, 10, 60, 40), (3, 200, 5, 400, 20)],
+         "b.png": [],
+         "c.png": [(4, 600, 100, 900, 250)],
+         "d.png": [(2, 30, 30, 35, 200), (1, 1000, 0, 1100, 50)]}
+
+
+def box_masks(boxes, shape=(256, 1600)) -> np.ndarray:
+    masks = np.zeros((len(CLASSES), *shape), np.uint8)
+    for class_id, x0, y0, x1, y1 in boxes:
+        masks[CLASSES.index(class_id), y0:y1 + 1, x0:x1 + 1] = 1
+    return masks
+
+
+def write_all_formats(root: Path) -> dict[str, Path]:
+    """The same four strips and labels in every format the reader knows."""
+    rng = np.random.default_rng(3)
+    images = {name: rng.integers(40, 200, (256, 1600), dtype=np.uint8) for name in BOXES}
+    folders = {name: root / name for name in ("severstal", "severstal-old", "mask_folders",
+                                              "labelme")}
+    labels = {name: {c: rle.encode(box_masks(boxes)[CLASSES.index(c)])
+                     for c, *_ in boxes} for name, boxes in BOXES.items()}
+    for layout, folder in (("new", folders["severstal"]), ("old", folders["severstal-old"])):
+        (folder / "train_images").mkdir(parents=True)
+        write_labels(folder / "train.csv", labels, layout=layout)
+        for name, gray in images.items():
+            cv2.imwrite(str(folder / "train_images" / name), gray)
+    masks_root = folders["mask_folders"]
+    (masks_root / "images").mkdir(parents=True)
+    (masks_root / "masks").mkdir()
+    labelme_root = folders["labelme"]
+    labelme_root.mkdir()
+    for name, gray in images.items():
+        cv2.imwrite(str(masks_root / "images" / name), gray)
+        label_map = np.zeros(gray.shape, np.uint8)
+        for class_id, x0, y0, x1, y1 in BOXES[name]:
+            label_map[y0:y1 + 1, x0:x1 + 1] = class_id
+        cv2.imwrite(str(masks_root / "masks" / name), label_map)
+        cv2.imwrite(str(labelme_root / name), gray)
+        shapes = [{"label": f"class{c}", "shape_type": "rectangle",
+                   "points": [[x0, y0], [x1, y1]]} for c, x0, y0, x1, y1 in BOXES[name]]
+        (labelme_root / f"{Path(name).stem}.json").write_text(json.dumps(
+            {"imagePath": name, "imageHeight": 256, "imageWidth": 1600, "shapes": shapes}))
+    return folders
+
+
+LABELME_NAMES = {f"class{c}": c for c in CLASSES}
+
+
+def test_every_format_gives_the_same_samples_masks_and_classes(tmp_path):
+    folders = write_all_formats(tmp_path)
+    assert {k: detect_format(v) for k, v in folders.items()} == {
+        "severstal": "severstal", "severstal-old": "severstal",
+        "mask_folders": "mask_folders", "labelme": "labelme"}
+    for kind, folder in folders.items():
+        dataset = open_dataset(folder, label_names=LABELME_NAMES)
+        assert dataset.names == sorted(BOXES), kind
+        for sample in dataset.samples:
+            assert sample.classes() == sorted({c for c, *_ in BOXES[sample.name]}), kind
+            np.testing.assert_array_equal(sample.masks(CLASSES, (256, 1600)),
+                                          box_masks(BOXES[sample.name]), err_msg=kind)
+
+
+def test_training_evaluation_and_calibration_read_every_format_alike(tmp_path):
+    folders = write_all_formats(tmp_path)
+    reference = None
+    for kind, folder in folders.items():
+        strips = load_strips(folder, CLASSES, label_names=LABELME_NAMES)
+        frames = LabelledFrames.from_folder(folder, list(CLASSES), label_names=LABELME_NAMES)
+        dataset = open_dataset(folder, label_names=LABELME_NAMES)
+        order = [s.name for s in choose_frames(dataset.samples, True, "stratified", 5)]
+        summary = (strips.names, strips.images.tobytes(), strips.bits.tobytes(),
+                   frames.names, [t.tobytes() for t in frames.truths], order)
+        reference = reference or summary
+        assert summary == reference, f"{kind} reads differently"
+
+
+def test_calibration_sets_from_every_format_are_identical(tmp_path):
+    folders = write_all_formats(tmp_path)
+    hashes = {kind: build_from_folder(folder, tmp_path / f"cal-{kind}", 14, "stratified", 1,
+                                      (256, 256)).sha256
+              for kind, folder in folders.items()}
+    assert len(set(hashes.values())) == 1, hashes
+
+
+def test_mask_folders(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(3):
+        image = np.full((64, 96), 100 + i, np.uint8)
+        labels = np.zeros((64, 96), np.uint8)
+        labels[10:20, 10:30] = 1
+        labels[40:50, 60:90] = 3
+        cv2.imwrite(str(tmp_path / "images" / f"w{i}.png"), image)
+        cv2.imwrite(str(tmp_path / "masks" / f"w{i}.png"), labels)
+    assert detect_format(tmp_path) == "mask_folders"
+    strips = load_strips(tmp_path, (1, 2, 3))
+    masks = strips.masks(0)
+    assert masks.shape == (3, 64, 96)
+    assert masks[0].sum() == 200 and masks[1].sum() == 0 and masks[2].sum() == 300
+
+
+def labelme_file(folder, stem, shapes, size=(80, 120)):
+    cv2.imwrite(str(folder / f"{stem}.png"), np.full(size, 90, np.uint8))
+    (folder / f"{stem}.json").write_text(json.dumps({
+        "imagePath": f"{stem}.png", "imageHeight": size[0], "imageWidth": size[1],
+        "shapes": shapes}))
+
+
+def test_labelme_polygons_rectangles_and_resize(tmp_path):
+    labelme_file(tmp_path, "a", [
+        {"label": "nugget", "shape_type": "polygon",
+         "points": [[10, 10], [50, 10], [50, 40], [10, 40]]},
+        {"label": "spatter", "shape_type": "rectangle", "points": [[70, 50], [89, 69]]}])
+    labelme_file(tmp_path, "b", [], size=(160, 240))
+    assert detect_format(tmp_path) == "labelme"
+    with pytest.raises(ValueError, match="resize"):
+        load_strips(tmp_path, (1, 2))
+    strips = load_strips(tmp_path, (1, 2), resize=(80, 120))
+    masks = strips.masks(0)
+    assert masks[0].sum() == 41 * 31  # label names sorted: nugget=1, spatter=2
+    assert masks[1].sum() == 20 * 20
+    assert strips.masks(1).sum() == 0 and strips.images.shape == (2, 80, 120)
+
+
+def test_unknown_label_is_an_error(tmp_path):
+    labelme_file(tmp_path, "a", [{"label": "crack", "points": [[1, 1], [5, 1], [5, 5]]}])
+    with pytest.raises(LabelFormatError, match="crack"):
+        load_strips(tmp_path, (1,), label_names={"nugget": 1})
+
+
+def test_an_unlabelled_folder_is_images_only_and_explained_where_labels_are_needed(tmp_path):
+    assert detect_format(tmp_path) is None
+    with pytest.raises(LabelFormatError, match="no images"):
+        open_dataset(tmp_path)
+    cv2.imwrite(str(tmp_path / "x.bmp"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    dataset = open_dataset(tmp_path)
+    assert not dataset.labelled and dataset.names == ["x.bmp"]
+    assert not dataset.samples[0].masks(CLASSES, (8, 8)).any()
+    with pytest.raises(LabelFormatError, match=r"train\.csv"):
+        open_dataset(tmp_path, require_labels=True)

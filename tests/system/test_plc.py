@@ -1,0 +1,335 @@
+"""PLC gateway against real servers on 127.0.0.1: a pymodbus server and an asyncua server,
+with the daemon and the gateway as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.auth
+
+from tests.helpers import free_endpoint
+from tests.system.line import SPLIT_VERDICTS_CONFIG, header, serve, stop_process, strip
+
+pytestmark = pytest.mark.slow
+
+FAULT, HEARTBEAT = 0, 0  # coil 0, holding register 0
+BAD = {"reject": 10, "last_frame_id": 100, "verdict": 102, "results": 104, "rejects": 106}
+GOOD = {"reject": 11, "last_frame_id": 120, "verdict": 122, "results": 124, "rejects": 126}
+DAEMON_CONFIG = SPLIT_VERDICTS_CONFIG
+
+
+def free_port() -> int:
+    return int(free_endpoint().rsplit(":", 1)[1])
+
+
+class ModbusPlc:
+    """A pymodbus TCP server on its own thread, read back with a Modbus client as an HMI
+    or the PLC program would."""
+
+    def __init__(self, port: int | None = None) -> None:
+        from pymodbus.client import ModbusTcpClient
+        from pymodbus.datastore import (
+            ModbusDeviceContext,
+            ModbusSequentialDataBlock,
+            ModbusServerContext,
+        )
+
+        self.port = port or free_port()
+        device = ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 64),
+                                     hr=ModbusSequentialDataBlock(1, [0] * 256))
+        self.context = ModbusServerContext(devices={1: device}, single=False)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.client = ModbusTcpClient("127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 10
+        while not self.client.connect():
+            assert time.monotonic() < deadline, "Modbus test server did not start"
+            time.sleep(0.1)
+
+    def _run(self) -> None:
+        from pymodbus.server import StartAsyncTcpServer
+
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(StartAsyncTcpServer(context=self.context,
+                                                         address=("127.0.0.1", self.port)))
+
+    def coil(self, address: int) -> bool:
+        return bool(self.client.read_coils(address, count=1, device_id=1).bits[0])
+
+    def u16(self, address: int) -> int:
+        return self.client.read_holding_registers(address, count=1, device_id=1).registers[0]
+
+    def u32(self, address: int) -> int:
+        high, low = self.client.read_holding_registers(address, count=2,
+                                                       device_id=1).registers
+        return high << 16 | low
+
+    def stop(self) -> None:
+        from pymodbus.server import ServerAsyncStop
+
+        self.client.close()
+        asyncio.run_coroutine_threadsafe(ServerAsyncStop(), self.loop).result(10)
+
+
+@pytest.fixture
+def plc():
+    server = ModbusPlc()
+    yield server
+    server.stop()
+
+
+def camera_table(name: str, tags: dict[str, int], quote: bool = False) -> str:
+    q = (lambda v: f'"{v}"') if quote else (lambda v: str(v))
+    lines = [f"[plc.cameras.{name}]"] + [f"{k} = {q(v)}" for k, v in tags.items()]
+    return "\n".join(lines)
+
+
+def modbus_config(tmp_path: Path, port: int, daemon: str, pulse_ms: float = 0,
+                  extra: str = "") -> Path:
+    path = tmp_path / "plc.toml"
+    path.write_text(f"""
+[plc]
+daemon = "{daemon}"
+protocol = "modbus"
+host = "127.0.0.1"
+port = {port}
+watchdog_s = 1.5
+heartbeat_toggle_s = 0.2
+reject_pulse_ms = {pulse_ms}
+fault = {FAULT}
+heartbeat = {HEARTBEAT}
+{extra}
+{camera_table("bad", BAD)}
+[plc.cameras.bad.area]
+1 = 130
+{camera_table("good", GOOD)}
+""")
+    return path
+
+
+def start_gateway(config: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lineside.edge.cli.plc", "--config",
+                             str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(condition, timeout_s: float, what: str) -> float:
+    began = time.monotonic()
+    while not condition():
+        assert time.monotonic() - began < timeout_s, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return time.monotonic() - began
+
+
+def heartbeat_toggles(plc: ModbusPlc, seconds: float = 1.0) -> bool:
+    seen = {plc.u16(HEARTBEAT)}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and len(seen) < 2:
+        seen.add(plc.u16(HEARTBEAT))
+        time.sleep(0.02)
+    return len(seen) == 2
+
+
+def test_every_reject_pulses_the_bit_and_counters_match(trained_bundle, plc, tmp_path):
+    daemon_config = tmp_path / "serve.toml"
+    daemon_config.write_text(DAEMON_CONFIG)
+    with serve(trained_bundle, "--config", str(daemon_config)) as d:
+        gateway = start_gateway(modbus_config(tmp_path, plc.port, d.results_out,
+                                              pulse_ms=150))
+        try:
+            wait_for(lambda: heartbeat_toggles(plc), 30, "the gateway's heartbeat word")
+            assert plc.coil(FAULT) is False
+            edges, sampling = [], True
+
+            def sample() -> None:  # a PLC scan cycle of 10 ms watching the reject input
+                last = False
+                while sampling:
+                    value = plc.coil(BAD["reject"])
+                    if value and not last:
+                        edges.append(time.monotonic())
+                    last = value
+                    time.sleep(0.01)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            for i in range(4):
+                d.sender.send(header("bad", 100 + i, (256, 512)), strip(i, (256, 512)))
+                d.sender.send(header("good", 200 + i, (256, 512)), strip(i, (256, 512)))
+                time.sleep(0.6)
+            wait_for(lambda: plc.u32(GOOD["results"]) == 4 and plc.u32(BAD["results"]) == 4,
+                     20, "all results in the PLC")
+            time.sleep(0.4)
+            sampling = False
+            sampler.join()
+            assert len(edges) == 4  # one pulse per REJECT frame
+            assert plc.coil(BAD["reject"]) is False  # pulses end
+            assert plc.u32(BAD["rejects"]) == 4 and plc.u32(GOOD["rejects"]) == 0
+            assert plc.u32(BAD["last_frame_id"]) == 103 and plc.u32(GOOD["last_frame_id"]) == 203
+            assert plc.u16(BAD["verdict"]) == 2 and plc.u16(GOOD["verdict"]) == 1
+            assert plc.u32(130) == 256 * 512  # class 1 area of the last bad frame
+            assert plc.coil(GOOD["reject"]) is False
+        finally:
+            stop_process(gateway)
+
+
+def test_killing_the_daemon_sets_the_fault_bit_and_a_restart_clears_it(
+        trained_bundle, plc, tmp_path):
+    results_out = free_endpoint()
+    config = modbus_config(tmp_path, plc.port, results_out)
+    gateway = start_gateway(config)
+    try:
+        with serve(trained_bundle, results_out=results_out) as d:
+            wait_for(lambda: not plc.coil(FAULT) and heartbeat_toggles(plc), 30,
+                     "a healthy line")
+            d.proc.send_signal(signal.SIGKILL)
+            d.proc.wait()
+            took = wait_for(lambda: plc.coil(FAULT), 10, "the fault bit")
+            # The watchdog period, plus the gateway's 50 ms check and one PLC write, with
+            # room for a loaded CI machine.
+            assert took <= 1.5 + 1.5
+            assert not heartbeat_toggles(plc, 0.6)  # the heartbeat word froze
+        with serve(trained_bundle, results_out=results_out):
+            wait_for(lambda: not plc.coil(FAULT), 20, "the fault to clear after restart")
+            assert heartbeat_toggles(plc)
+    finally:
+        stop_process(gateway)
+
+
+def test_lost_plc_connection_sets_the_fault_bit_on_reconnect(trained_bundle, tmp_path):
+    first = ModbusPlc()
+    port = first.port
+    with serve(trained_bundle) as d:
+        gateway = start_gateway(modbus_config(tmp_path, port, d.results_out))
+        try:
+            wait_for(lambda: heartbeat_toggles(first), 30, "a healthy line")
+            first.stop()
+            time.sleep(1.0)
+            second = ModbusPlc(port)  # the PLC comes back on the same address
+            try:
+                wait_for(lambda: second.coil(FAULT), 15, "the fault bit after reconnect")
+                d.sender.send(header("bad", 1, (256, 512)), strip(1, (256, 512)))
+                wait_for(lambda: second.u32(BAD["results"]) == 1, 15, "the result")
+            finally:
+                second.stop()
+        finally:
+            stop_process(gateway)
+
+
+def test_curve_admits_the_right_gateway_and_refuses_wrong_keys(trained_bundle, tmp_path):
+    keys = tmp_path / "keys"
+    allowed = tmp_path / "allowed"
+    keys.mkdir()
+    allowed.mkdir()
+    server_public, server_secret = zmq.auth.create_certificates(keys, "daemon")
+    client_public, client_secret = zmq.auth.create_certificates(keys, "gateway")
+    _, intruder_secret = zmq.auth.create_certificates(keys, "intruder")
+    (allowed / "gateway.key").write_bytes(Path(client_public).read_bytes())
+    with serve(trained_bundle, "--curve-secret", server_secret, "--curve-clients", str(allowed),
+               curve=(server_public, client_secret)) as d:
+        from lineside.edge.client import ResultSubscriber
+
+        intruder = ResultSubscriber(d.results_out, curve=(server_public, intruder_secret))
+        plain = ResultSubscriber(d.results_out)
+        try:
+            for refused in (intruder, plain):
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:
+                    assert refused.receive(0.2) is None, "a client without the keys got data"
+            d.sender.send(header("cam0", 1), strip(1))
+            got = None
+            deadline = time.monotonic() + 30
+            while got is None and time.monotonic() < deadline:
+                message = d.subscriber.receive(0.5)
+                if message and message[0] == "reject":
+                    got = message[1]
+            assert got is not None and got["frame_id"] == 1
+        finally:
+            intruder.close()
+            plain.close()
+
+
+def test_opcua_gateway_writes_the_node_map(trained_bundle, tmp_path):
+    from asyncua import Client, Server, ua
+
+    port = free_port()
+    url = f"opc.tcp://127.0.0.1:{port}/lineside/"
+    names = ["Fault", "Heartbeat", "Bad.Reject", "Bad.LastFrame", "Bad.Verdict",
+             "Bad.Results", "Bad.Rejects"]
+    types = {"Fault": ua.VariantType.Boolean, "Bad.Reject": ua.VariantType.Boolean,
+             "Heartbeat": ua.VariantType.UInt16, "Bad.Verdict": ua.VariantType.UInt16}
+    ready, stop_server = threading.Event(), threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def run_server() -> None:
+        server = Server()
+        await server.init()
+        server.set_endpoint(url)
+        ns = await server.register_namespace("urn:lineside:test")
+        line = await server.nodes.objects.add_object(ns, "Line")
+        for name in names:
+            variant = types.get(name, ua.VariantType.UInt32)
+            default = False if variant == ua.VariantType.Boolean else 0
+            var = await line.add_variable(ua.NodeId(f"Line.{name}", ns), name,
+                                          ua.Variant(default, variant))
+            await var.set_writable()
+        async with server:
+            ready.set()
+            while not stop_server.is_set():
+                await asyncio.sleep(0.1)
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(run_server()), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+
+    async def read(name: str):
+        async with Client(url) as client:
+            ns = await client.get_namespace_index("urn:lineside:test")
+            return await client.get_node(f"ns={ns};s=Line.{name}").read_value()
+
+    def value(name: str):
+        return asyncio.run(read(name))
+
+    node = "ns=2;s=Line.{}"
+    config = tmp_path / "plc.toml"
+    daemon_config = tmp_path / "serve.toml"
+    daemon_config.write_text(DAEMON_CONFIG)
+    try:
+        with serve(trained_bundle, "--config", str(daemon_config)) as d:
+            config.write_text(f"""
+[plc]
+daemon = "{d.results_out}"
+protocol = "opcua"
+url = "{url}"
+watchdog_s = 2.0
+fault = "{node.format('Fault')}"
+heartbeat = "{node.format('Heartbeat')}"
+[plc.cameras.bad]
+reject = "{node.format('Bad.Reject')}"
+last_frame_id = "{node.format('Bad.LastFrame')}"
+verdict = "{node.format('Bad.Verdict')}"
+results = "{node.format('Bad.Results')}"
+rejects = "{node.format('Bad.Rejects')}"
+""")
+            gateway = start_gateway(config)
+            try:
+                wait_for(lambda: value("Heartbeat") == 1, 30, "the heartbeat node")
+                for i in range(3):
+                    d.sender.send(header("bad", 10 + i, (256, 512)), strip(i, (256, 512)))
+                wait_for(lambda: value("Bad.Results") == 3, 30, "three results")
+                assert value("Bad.Rejects") == 3 and value("Bad.LastFrame") == 12
+                assert value("Bad.Verdict") == 2 and value("Bad.Reject") is True
+                assert value("Fault") is False
+            finally:
+                stop_process(gateway)
+    finally:
+        stop_server.set()
+        thread.join(10)
