@@ -83,7 +83,7 @@ timeout 120 python3 -m lineside.export.cli "$work/screen.pt" -o "$work/screen" -
 result $?
 
 step "GPU-marked tests"
-timeout 240 python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_backends.py \
+timeout 240 python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/edge/test_backends.py \
     >> "$log" 2>&1
 result $?
 grep -E "passed|failed|SKIPPED|Error" "$log" | tail -8 | tee -a "$out/steps.txt"

@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of the frame protocol parser with atheris (libFuzzer).
 
 Run by tests/test_fuzz_atheris.py for a bounded number of runs; by hand for longer:
-    .venv/bin/python tests/fuzz_protocol.py -runs=200000
+    .venv/bin/python tests/edge/fuzz_protocol.py -runs=200000
 The only acceptable outcome for any input is a parsed frame or a FrameError.
 """
 
