@@ -118,6 +118,13 @@ class ModelSettings:
             _check_range(f"screen_thresholds.{class_id}", value, 0, 1)
         if self.screen_thresholds and not self.screen:
             raise ConfigError("screen_thresholds needs screen (a classifier bundle)")
+        if self.inject_faults:
+            from lineside.edge.backends.fault_injection import parse_faults
+
+            try:
+                parse_faults(self.inject_faults)
+            except ValueError as exc:
+                raise ConfigError(f"inject_faults: {exc}") from None
 
     def model_settings(self) -> ModelSettings:
         """Only the model part (a ServeConfig is one too)."""
@@ -142,6 +149,10 @@ class ServeConfig(ModelSettings):
     mask_format: str = setting("rle", choices=MASK_FORMATS,
                                help="rle (per class) or png (label map)")
     heartbeat_s: float = setting(1.0, help="seconds between heartbeat events")
+    stall_s: float = setting(5.0, help="a stage with work and no progress for this long is "
+                             "stalled: the heartbeat says so and /healthz answers 503")
+    stall_exit_s: float = setting(30.0, help="exit non-zero (for the supervisor to restart "
+                                  "the daemon) after a stall this long; 0: never")
     failsafe_verdict: str = setting("ERROR", choices=VERDICTS,
                                     help="verdict for frames that fail or miss their deadline")
     metrics: str = setting("", metavar="HOST:PORT",
@@ -152,6 +163,11 @@ class ServeConfig(ModelSettings):
                         help="read-only operator web view (e.g. 127.0.0.1:8080); off by default")
     max_message_bytes: int = setting(64 * 1024 * 1024,
                                      help="larger input messages are refused by ZeroMQ")
+    camera_ids: list[str] = setting(default_factory=list, flag="--camera-id",
+                                    metavar="ID", help="accept frames only from these cameras "
+                                    "(repeatable; default: any, up to --max-cameras)")
+    max_cameras: int = setting(64, help="frames from more distinct cameras than this are "
+                               "refused with an error event (bounds per-camera state)")
     # CURVE on the results socket, for gateways on other hosts (zmq.auth key files):
     curve_secret: str = setting("", metavar="FILE",
                                 help="daemon secret key file: CURVE on the results socket "
@@ -181,6 +197,8 @@ class ServeConfig(ModelSettings):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
         bounds = {"max_wait_ms": (0, 10_000), "heartbeat_s": (0.05, 3600),
+                  "stall_s": (0.1, 3600), "stall_exit_s": (0, 86_400),
+                  "max_cameras": (1, 100_000),
                   "max_message_bytes": (1024, 2**31)}
         for name, (low, high) in bounds.items():
             _check_range(name, getattr(self, name), low, high)

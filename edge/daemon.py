@@ -1,13 +1,16 @@
 """The runtime daemon: the pipeline's stages wired together (docs/architecture.md).
 
     receive -> per-camera queues -> batch -> screen + infer -> decide -> publish
-                                                       control (hot swap, status)
+                      watchdog (deadlines, stalls)      control (hot swap, status)
 
 Each stage is a small object in lineside.edge.pipeline; here they get their threads and
 the bounded queues between them. The backend only ever runs inference: decoding, tiling
 and post-processing of other frames happen on other threads while a batch runs. Every
 received message ends as exactly one of a `reject` result, a `drop` event or an `error`
-event (docs/protocol.md). ZeroMQ sockets are each owned by one thread, as ZeroMQ requires.
+event (docs/protocol.md), exactly once: the in-flight registry (pipeline/watchdog.py)
+decides who publishes a frame's verdict, so a frame stuck behind a hung stage gets the
+fail-safe verdict at its deadline and its late result is dropped. ZeroMQ sockets are
+each owned by one thread, as ZeroMQ requires.
 """
 
 from __future__ import annotations
@@ -21,20 +24,28 @@ from typing import Any
 import zmq
 import zmq.auth
 
+from lineside.edge import protocol
 from lineside.edge.config import ServeConfig
 from lineside.edge.metrics import DaemonCounters, MetricsServer
 from lineside.edge.pipeline.batch import BatchStage
 from lineside.edge.pipeline.control import ControlStage
-from lineside.edge.pipeline.decide import Decider
+from lineside.edge.pipeline.decide import Decider, failsafe_result
 from lineside.edge.pipeline.frame_queues import FrameQueues
 from lineside.edge.pipeline.infer import ModelStages
 from lineside.edge.pipeline.model import LoadedModel, ModelSlot, load_model
 from lineside.edge.pipeline.publish import END, Outbox, PublishStage
 from lineside.edge.pipeline.receive import ReceiveStage
+from lineside.edge.pipeline.watchdog import InFlight, Progress, Watchdog
 from lineside.edge.pipeline.worker import Workers
 from lineside.edge.protocol import Frame
 
 log = logging.getLogger("lineside.edge.daemon")
+
+EXIT_STALLED = 3  # edge-serve's exit status when the stall policy gave up on the pipeline
+POLL_S = 0.1  # how often a waiting stage beats
+# Stages watched for stalls: the ones frames pass through (control carries none, and a
+# model load there may take long).
+WATCHED = ("receive", "batch", "infer", "decide", "publish")
 
 
 class Daemon:
@@ -50,15 +61,23 @@ class Daemon:
                                 self.outbox.event, self._swapped)
         self.counters.model_info(model.describe())
         self.queues: FrameQueues[Frame] = FrameQueues(self._camera_limits)
+        self.progress = {name: Progress(name) for name in WATCHED}
+        self.in_flight = InFlight()
         self.receive = ReceiveStage(config, self.context, self.queues, self.counters,
-                                    self.outbox.event)
+                                    self.outbox.event, self.in_flight, self.progress["receive"])
         self.batcher = BatchStage(self.queues, config.max_batch, config.max_wait_ms,
                                   self.counters)
         self.model_stages = ModelStages(config.max_batch, self.counters)
         self.view = None  # the operator view, when --http is on
         self.decider = Decider(config, self.counters)
         self.publisher = PublishStage(config, self.context, self.outbox, self.counters,
-                                      self.heartbeat, self._on_result)
+                                      self.heartbeat, self._on_result,
+                                      self.progress["publish"])
+        self.fatal = ""  # why the stall policy stopped the daemon ("" = it did not)
+        self.watchdog = Watchdog(
+            self.in_flight, list(self.progress.values()), self.counters, self.outbox.offer,
+            lambda base, reason: failsafe_result(base, config.failsafe_verdict, reason),
+            config.stall_s, config.stall_exit_s, self._give_up)
         self._batches: queue.Queue = queue.Queue(maxsize=2)
         self._inferred: queue.Queue = queue.Queue(maxsize=16)
         self._metrics_server: MetricsServer | None = None
@@ -94,7 +113,8 @@ class Daemon:
     def start(self) -> None:
         loops = [("receive", lambda: self.receive.run(self.stop_event)),
                  ("batch", self._batch_loop), ("infer", self._infer_loop),
-                 ("decide", self._decide_loop), ("publish", self.publisher.run)]
+                 ("decide", self._decide_loop), ("publish", self.publisher.run),
+                 ("watchdog", lambda: self.watchdog.run(self.publisher.finished))]
         if self.config.control:
             control = ControlStage(self.config.control, self.context, {
                 "swap": lambda request: self.swap_model(request.get("bundle")),
@@ -116,7 +136,7 @@ class Daemon:
             self.view.start()
         if self.config.metrics:
             self._metrics_server = MetricsServer(self.config.metrics, self.counters,
-                                                 self.healthy, self.ready)
+                                                 self.health, self.readiness)
             self._metrics_server.start()
         log.info("serving %s on %s (%s) -> %s", self.model.describe(), self.config.input,
                  self.config.input_mode, self.config.output)
@@ -134,12 +154,31 @@ class Daemon:
     def metrics_port(self) -> int | None:
         return self._metrics_server.port if self._metrics_server else None
 
-    def healthy(self) -> bool:
-        return self.workers.healthy()
+    def health(self) -> tuple[bool, str]:
+        """(ok, why not): every stage thread alive and none stalled."""
+        if not self.workers.healthy():
+            error = self.workers.first_error
+            return False, f"a stage failed: {error!r}" if error else "a stage thread ended"
+        return self.watchdog.health()
 
-    def ready(self) -> bool:
-        return self.healthy() and self.receive.accepting.is_set() \
-            and not self.stop_event.is_set()
+    def readiness(self) -> tuple[bool, str]:
+        ok, reason = self.health()
+        if not ok:
+            return ok, reason
+        if self.stop_event.is_set() or not self.receive.accepting.is_set():
+            return False, "not accepting frames (starting or draining)"
+        return True, ""
+
+    def healthy(self) -> bool:
+        return self.health()[0]
+
+    def _give_up(self, reason: str) -> None:
+        """The stall policy: stop, and let edge-serve exit non-zero for its supervisor."""
+        log.critical("giving up: %s; exiting with status %d for the supervisor to restart "
+                     "the daemon", reason, EXIT_STALLED)
+        self.fatal = reason
+        self.outbox.offer((protocol.TOPIC_EVENT, {"kind": "fatal", "reason": reason}))
+        self.stop_event.set()
 
     def stop(self) -> None:
         """Stop accepting frames; the stages drain what was accepted, then exit."""
@@ -157,19 +196,27 @@ class Daemon:
             raise RuntimeError("a pipeline stage failed") from self.workers.first_error
 
     # -- the loops between the stages ------------------------------------------------
+    # Each beats its Progress while it waits for input and after each unit of work; a
+    # unit that never finishes (a hung inference call) or a put that never completes
+    # (a downstream stage that stopped) stops the beats: that is a stall.
     def _batch_loop(self) -> None:
-        while (batch := self.batcher.next(self.model)) is not None:
+        beat = self.progress["batch"].beat
+        while (batch := self.batcher.next(self.model, idle=beat)) is not None:
             self._batches.put(batch)
+            beat()
         self._batches.put(END)
 
     def _infer_loop(self) -> None:
-        while (batch := self._batches.get()) is not END:
+        for batch in _items(self._batches, self.progress["infer"]):
             for item in self.model_stages.run(batch):
                 self._inferred.put(item)
         self._inferred.put(END)
 
     def _decide_loop(self) -> None:
-        while (item := self._inferred.get()) is not END:
+        for item in _items(self._inferred, self.progress["decide"]):
+            if not self.in_flight.settle(item.frame.serial):
+                self.counters.late_result()  # its fail-safe verdict is already out
+                continue
             began = time.perf_counter()
             for message in self.decider.messages(item):
                 self.outbox.put(message)
@@ -185,7 +232,21 @@ class Daemon:
         return {"kind": "heartbeat", "final": final, "time_ns": time.time_ns(),
                 "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 3),
                 "counters": self.counters.snapshot(), "queues": depths,
+                "in_flight": len(self.in_flight), "stalled": list(self.watchdog.stalled),
                 **self.model.describe()}
 
 
-__all__ = ["Daemon"]
+def _items(source: queue.Queue, progress: Progress):
+    """Items from a stage queue until the end marker, beating while it waits."""
+    while True:
+        progress.beat()
+        try:
+            item = source.get(timeout=POLL_S)
+        except queue.Empty:
+            continue
+        if item is END:
+            return
+        yield item
+
+
+__all__ = ["EXIT_STALLED", "Daemon"]

@@ -29,7 +29,7 @@ class DaemonCounters:
 
     # The heartbeat's counters (docs/protocol.md); every field only grows.
     NAMES = ("received", "results", "rejects", "errors", "dropped", "infer_failures",
-             "deadline_missed", "never_arrived")
+             "deadline_missed", "never_arrived", "late_results", "out_of_order")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -49,6 +49,12 @@ class DaemonCounters:
                                        registry=r)
         self._deadline_missed = Counter("lineside_deadline_missed", "Frames that missed "
                                         "their deadline (fail-safe verdict)", registry=r)
+        self._frame_order = Counter("lineside_frame_order", "Frames whose id repeated, went "
+                                    "backwards or restarted a camera's stream",
+                                    ["camera", "issue"], registry=r)
+        self._late_results = Counter("lineside_late_results", "Results computed after their "
+                                     "frame got its fail-safe verdict (never published)",
+                                     registry=r)
         self.stage_seconds = Histogram("lineside_stage_seconds", "Time spent per stage",
                                        ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_tiles = Histogram("lineside_batch_tiles", "Tiles per inference call",
@@ -101,6 +107,15 @@ class DaemonCounters:
         self._add("deadline_missed")
         self._deadline_missed.inc()
 
+    def frame_order(self, camera: str, issue: str) -> None:
+        if issue != "restart":  # a restart is news, not a fault
+            self._add("out_of_order")
+        self._frame_order.labels(camera, issue).inc()
+
+    def late_result(self) -> None:
+        self._add("late_results")
+        self._late_results.inc()
+
     # -- stages ------------------------------------------------------------------------
     def stage_time(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(seconds)
@@ -149,21 +164,25 @@ class WsgiServer:
         self.server.server_close()
 
 
-class MetricsServer(WsgiServer):
-    """HTTP server for /metrics, /healthz and /readyz on its own thread."""
+Check = Callable[[], tuple[bool, str]]  # (ok, why not)
 
-    def __init__(self, address: str, metrics: DaemonCounters,
-                 healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+
+class MetricsServer(WsgiServer):
+    """HTTP server for /metrics, /healthz and /readyz on its own thread. A failing check
+    answers 503 with its reason in the body."""
+
+    def __init__(self, address: str, metrics: DaemonCounters, healthy: Check,
+                 ready: Check) -> None:
         metrics_app = make_wsgi_app(metrics.registry)
 
         def app(environ, start_response):
             path = environ.get("PATH_INFO", "")
             for route, check in (("/healthz", healthy), ("/readyz", ready)):
                 if path == route:
-                    ok = check()
+                    ok, reason = check()
                     start_response("200 OK" if ok else "503 Service Unavailable",
                                    [("Content-Type", "text/plain")])
-                    return [b"ok\n" if ok else b"not ok\n"]
+                    return [b"ok\n" if ok else f"not ok: {reason}\n".encode()]
             return metrics_app(environ, start_response)
 
         super().__init__(address, app, "edge-metrics")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -52,6 +52,9 @@ class FrameHeader:
     shape: tuple[int, ...]  # (height, width) or (height, width, 3)
     schema: int = SCHEMA_VERSION
     line_position: float | None = None
+    # Changes whenever the camera's frame counter starts again (a camera or bridge
+    # restart), so gaps and repeats are judged within one stream (docs/protocol.md).
+    stream_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -64,6 +67,8 @@ class FrameHeader:
         }
         if self.line_position is not None:
             body["line_position"] = self.line_position
+        if self.stream_id is not None:
+            body["stream_id"] = self.stream_id
         return body
 
 
@@ -74,7 +79,17 @@ class Frame:
     header: FrameHeader
     pixels: np.ndarray
     received_ns: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    serial: int = 0  # the daemon's own number for this frame, unique within one run
+
+
+def frame_fields(frame: Frame) -> dict[str, Any]:
+    """The identity fields every result and mask message about a frame carries."""
+    header = frame.header
+    base: dict[str, Any] = {"camera_id": header.camera_id, "frame_id": header.frame_id,
+                            "timestamp_ns": header.timestamp_ns, "received_ns": frame.received_ns}
+    if header.line_position is not None:
+        base["line_position"] = header.line_position
+    return base
 
 
 def encode_header(header: FrameHeader) -> bytes:
@@ -149,9 +164,13 @@ def parse_header(raw: bytes) -> FrameHeader:
         _require(isinstance(line_position, (int, float)) and not isinstance(line_position, bool)
                  and math.isfinite(line_position),
                  "line_position must be a finite number", camera_id, frame_id)
+    stream_id = body.get("stream_id")
+    if stream_id is not None:
+        _require(isinstance(stream_id, str) and 0 < len(stream_id) <= 64,
+                 "stream_id must be a string of 1-64 characters", camera_id, frame_id)
     return FrameHeader(camera_id=camera_id, frame_id=frame_id, timestamp_ns=ts,
                        encoding=encoding, shape=tuple(shape),
-                       line_position=line_position)
+                       line_position=line_position, stream_id=stream_id)
 
 
 def decode_payload(header: FrameHeader, payload: bytes) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, {"bundle": args.bundle, **model.values(args),
                                            **daemon_args.values(args)})
-        from lineside.edge.daemon import Daemon
+        from lineside.edge.daemon import EXIT_STALLED, Daemon
 
         daemon = Daemon.from_config(config)
     except (ConfigError, BundleError, BackendUnavailable) as exc:
@@ -81,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             log.info("metrics on http://%s/metrics", config.metrics)
         while not daemon.stop_event.wait(0.5):
             pass
+        if daemon.fatal:
+            # A stage is stuck (a hung GPU call cannot be interrupted): do not wait for
+            # it. The gateway sees the heartbeats stop and the supervisor restarts us.
+            daemon.publisher.finished.wait(1.0)
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
         daemon.join(timeout=120)
     finally:
         for sig, handler in previous.items():

@@ -9,6 +9,7 @@ every frame into tiles exactly as export, evaluation and calibration do (tiling.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,9 +74,10 @@ class BatchStage:
         self.counters.stage_time("tile", time.perf_counter() - began)
         return Batch(frames, grids, tiles, model, time.time_ns())
 
-    def next(self, model: LoadedModel) -> Batch | None:
-        """The next batch for `model` (waits for frames); None once the queues closed."""
+    def next(self, model: LoadedModel, idle: Callable[[], None] | None = None) -> Batch | None:
+        """The next batch for `model` (waits for frames, calling `idle` meanwhile); None
+        once the queues closed."""
         frames = self.queues.take(
             cost=lambda f: self.grid_for(f.pixels.shape, model.tile_shape).count,
-            budget=self.max_batch, max_wait_s=self.max_wait_s)
+            budget=self.max_batch, max_wait_s=self.max_wait_s, idle=idle)
         return None if frames is None else self.form(frames, model)

@@ -28,15 +28,11 @@ Message = tuple[str, dict[str, Any]]
 Viewer = Callable[[str, int, np.ndarray, np.ndarray, str], None]
 
 
-def frame_base(item: InferredFrame) -> dict[str, Any]:
-    """The identity fields every message about a frame carries."""
-    header = item.frame.header
-    base: dict[str, Any] = {"camera_id": header.camera_id, "frame_id": header.frame_id,
-                            "timestamp_ns": header.timestamp_ns,
-                            "received_ns": item.frame.received_ns}
-    if header.line_position is not None:
-        base["line_position"] = header.line_position
-    return base
+def failsafe_result(base: dict[str, Any], verdict: str, reason: str) -> Message:
+    """The result for a frame the daemon cannot vouch for (inference failed, deadline
+    passed): the fail-safe verdict, the reason, no classes."""
+    return (protocol.TOPIC_REJECT, {**base, "verdict": verdict, "reasons": [reason],
+                                    "classes": {}, "defects": []})
 
 
 class Decider:
@@ -50,11 +46,9 @@ class Decider:
 
     def messages(self, item: InferredFrame, now_ns: int | None = None) -> list[Message]:
         """The messages for one frame; `now_ns` (Unix ns) is when the deadline is judged."""
-        base = frame_base(item)
+        base = protocol.frame_fields(item.frame)
         if item.tiles_out is None:
-            return [(protocol.TOPIC_REJECT, {
-                **base, "verdict": self.config.failsafe_verdict, "reasons": [item.error],
-                "classes": {}, "defects": []})]
+            return [failsafe_result(base, self.config.failsafe_verdict, item.error)]
         camera = self.config.for_camera(item.frame.header.camera_id)
         classes = item.model.classes_for(camera)
         probabilities = stitch(item.tiles_out, item.grid)

@@ -75,9 +75,11 @@ class FrameQueues(Generic[T]):
             return item
         return None
 
-    def take(self, cost: Callable[[T], int], budget: int, max_wait_s: float) -> list[T] | None:
+    def take(self, cost: Callable[[T], int], budget: int, max_wait_s: float,
+             idle: Callable[[], None] | None = None) -> list[T] | None:
         """Frames for one batch: waits for the first, then gathers more until their total
-        `cost` reaches `budget` or `max_wait_s` passes. None once closed and empty."""
+        `cost` reaches `budget` or `max_wait_s` passes. None once closed and empty.
+        `idle` is called while it waits (the caller's progress beat)."""
         with self._cond:
             while True:
                 first = self._pop()
@@ -85,6 +87,8 @@ class FrameQueues(Generic[T]):
                     break
                 if self._closed:
                     return None
+                if idle is not None:
+                    idle()
                 self._cond.wait(0.1)
             batch, spent = [first], cost(first)
             deadline = time.monotonic() + max_wait_s

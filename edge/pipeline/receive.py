@@ -8,9 +8,11 @@ causes (full queues, ids that never arrived); the rest go on as frames.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -19,6 +21,7 @@ from lineside.edge import protocol
 from lineside.edge.config import ServeConfig
 from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.frame_queues import FrameQueues
+from lineside.edge.pipeline.watchdog import InFlight, Progress
 
 POLL_MS = 100
 MAX_GAP_EVENTS = 1000  # a larger SUB gap is reported as one range event after these
@@ -26,18 +29,49 @@ MAX_GAP_EVENTS = 1000  # a larger SUB gap is reported as one range event after t
 Emit = Callable[[dict[str, Any]], None]
 
 
-class GapDetector:
-    """SUB drops silently under load: which frame ids of a camera never arrived."""
+@dataclass(frozen=True)
+class IdCheck:
+    """What one frame id says about its camera's stream."""
 
-    def __init__(self) -> None:
+    missing: range = range(0)  # ids that never arrived (SUB mode)
+    issue: str = ""  # "" | "repeated" | "backwards" | "restart"
+    previous: int | None = None  # the highest id seen before this one
+
+
+class FrameIdTracker:
+    """Frame ids per camera: gaps (SUB drops silently under load), repeats, ids that go
+    backwards, and restarts (a new `stream_id`, or in SUB mode any id that goes backwards:
+    a camera or bridge that starts counting from 0 again). After a restart, gaps are
+    counted within the new stream, so they stay exact across restarts."""
+
+    def __init__(self, report_gaps: bool) -> None:
+        self.report_gaps = report_gaps
         self._last: dict[str, int] = {}
+        self._stream: dict[str, str | None] = {}
 
-    def missing(self, camera_id: str, frame_id: int) -> range:
+    def observe(self, camera_id: str, frame_id: int, stream_id: str | None = None) -> IdCheck:
         last = self._last.get(camera_id)
-        self._last[camera_id] = max(frame_id, last if last is not None else -1)
-        if last is None or frame_id <= last + 1:
-            return range(0)
-        return range(last + 1, frame_id)
+        restarted = camera_id in self._stream and stream_id != self._stream[camera_id]
+        self._stream[camera_id] = stream_id
+        if last is None or frame_id > last or restarted:
+            self._last[camera_id] = frame_id
+            if restarted:
+                return IdCheck(issue="restart", previous=last)
+            if last is not None and self.report_gaps and frame_id > last + 1:
+                return IdCheck(missing=range(last + 1, frame_id))
+            return IdCheck()
+        if frame_id == last:
+            return IdCheck(issue="repeated", previous=last)
+        # Backwards: judge what follows within the new count (a restart without a
+        # stream_id), instead of calling every later frame out of order.
+        self._last[camera_id] = frame_id
+        return IdCheck(issue="restart" if self.report_gaps else "backwards", previous=last)
+
+
+ISSUES = {"repeated": "frame id repeated: this camera already sent it",
+          "backwards": "frame id went backwards (a camera restart without a new stream_id, "
+                       "or two senders with one camera_id)",
+          "restart": "the camera's frame ids started again (a camera or bridge restart)"}
 
 
 def gap_events(camera_id: str, missing: range) -> list[dict[str, Any]]:
@@ -71,14 +105,38 @@ class ReceiveStage:
 
     def __init__(self, config: ServeConfig, context: zmq.Context,
                  queues: FrameQueues[protocol.Frame], counters: DaemonCounters,
-                 emit: Emit) -> None:
+                 emit: Emit, in_flight: InFlight | None = None,
+                 progress: Progress | None = None) -> None:
         self.config = config
         self.context = context
         self.queues = queues
         self.counters = counters
         self.emit = emit
-        self.gaps = GapDetector()
+        self.in_flight = in_flight if in_flight is not None else InFlight()
+        self.progress = progress or Progress(self.name)
+        self.ids = FrameIdTracker(report_gaps=config.input_mode == "sub")
         self.accepting = threading.Event()
+        self._serial = itertools.count(1)
+        self.cameras: set[str] = set()  # admitted cameras: the only ones with state
+
+    def _admit(self, camera_id: str) -> str:
+        """Why frames of `camera_id` are refused ("" = admitted). Per-camera state
+        (queues, metrics series, id tracking, the operator view) exists only for
+        admitted cameras, so a flood of made-up ids leaves memory flat."""
+        if camera_id in self.cameras:
+            return ""
+        allowed = self.config.camera_ids
+        if allowed and camera_id not in allowed:
+            return f"camera_id {camera_id!r} is not one of the configured cameras"
+        if len(self.cameras) >= self.config.max_cameras:
+            return (f"camera_id {camera_id!r} refused: already {len(self.cameras)} cameras "
+                    f"(max_cameras)")
+        self.cameras.add(camera_id)
+        return ""
+
+    def _label(self, camera_id: str | None) -> str:
+        """The metrics label for a camera: its id once admitted, else `unknown`."""
+        return camera_id if camera_id in self.cameras else "unknown"
 
     def _open(self) -> zmq.Socket:
         sub = self.config.input_mode == "sub"
@@ -99,6 +157,7 @@ class ReceiveStage:
         self.accepting.set()
         try:
             while not stop.is_set():
+                self.progress.beat()
                 if poller.poll(POLL_MS):
                     self.accept(sock.recv_multipart(copy=True))
             # Frames already queued in the socket were sent to us: serve them too.
@@ -114,9 +173,13 @@ class ReceiveStage:
         began = time.perf_counter()
         try:
             frame = protocol.parse_frame(parts, received_ns)
+            refused = self._admit(frame.header.camera_id)
+            if refused:
+                raise protocol.FrameError(refused, frame.header.camera_id,
+                                          frame.header.frame_id)
             frame = apply_roi(frame, self.config.for_camera(frame.header.camera_id).roi)
         except protocol.FrameError as exc:
-            camera = exc.camera_id or "unknown"
+            camera = self._label(exc.camera_id)
             self.counters.received(camera)
             self.counters.malformed(camera)
             self.emit({"kind": "error", "camera_id": exc.camera_id, "frame_id": exc.frame_id,
@@ -125,15 +188,29 @@ class ReceiveStage:
         header = frame.header
         self.counters.received(header.camera_id)
         self.counters.stage_time("decode", time.perf_counter() - began)
-        if self.config.input_mode == "sub":
-            missing = self.gaps.missing(header.camera_id, header.frame_id)
-            if missing:
-                self.counters.dropped(header.camera_id, "never_arrived", len(missing))
-                for event in gap_events(header.camera_id, missing):
-                    self.emit(event)
-        overload = self.config.for_camera(header.camera_id).overload
+        self._check_ids(header)
+        camera = self.config.for_camera(header.camera_id)
+        frame.serial = next(self._serial)
+        self.in_flight.add(frame, camera.deadline_ms)
         for dropped in self.queues.put(header.camera_id, frame):
+            if not self.in_flight.settle(dropped.serial):
+                continue  # it already got its fail-safe verdict at its deadline
             self.counters.dropped(dropped.header.camera_id, "overload")
             self.emit({"kind": "drop", "camera_id": dropped.header.camera_id,
-                       "frame_id": dropped.header.frame_id, "reason": f"overload: {overload}",
+                       "frame_id": dropped.header.frame_id,
+                       "reason": f"overload: {camera.overload}",
                        "received_ns": dropped.received_ns})
+
+    def _check_ids(self, header: protocol.FrameHeader) -> None:
+        """Gap drops and frame-order events; the frame itself goes on to its verdict."""
+        check = self.ids.observe(header.camera_id, header.frame_id, header.stream_id)
+        if check.missing:
+            self.counters.dropped(header.camera_id, "never_arrived", len(check.missing))
+            for event in gap_events(header.camera_id, check.missing):
+                self.emit(event)
+        if check.issue:
+            self.counters.frame_order(header.camera_id, check.issue)
+            self.emit({"kind": "frame_order", "issue": check.issue,
+                       "camera_id": header.camera_id, "frame_id": header.frame_id,
+                       "previous": check.previous, "stream_id": header.stream_id,
+                       "reason": ISSUES[check.issue]})

@@ -26,7 +26,8 @@ class CameraTags:
     last_frame_id: Any = None  # 32-bit
     verdict: Any = None  # 16-bit code: 1 OK, 2 REJECT, 3 ERROR
     results: Any = None  # 32-bit running count of results
-    rejects: Any = None  # 32-bit running count of REJECT/ERROR verdicts
+    rejects: Any = None  # 32-bit running count of REJECT/ERROR verdicts (counter mode)
+    line_position: Any = None  # 32-bit: the frame's line position / encoder count, rounded
     area: dict[int, Any] = field(default_factory=dict)  # class id -> 32-bit area (pixels)
 
 
@@ -41,7 +42,10 @@ class PlcConfig:
     watchdog_s: float = 3.0  # no daemon heartbeat for this long -> fault bit
     heartbeat_toggle_s: float = 0.5  # how often the heartbeat word toggles while healthy
     reject_pulse_ms: float = 0.0  # 0: the reject bit holds until the next OK; >0: a pulse
+    reject_gap_ms: float = 0.0  # pulse mode: least low time between pulses (0: = pulse_ms)
     reject_deadline_ms: float = 2000.0  # a reject not written by then is a fault
+    fault_hold_s: float = 1.0  # a fault stays set at least this long, so the PLC sees it
+    progress_timeout_s: float = 5.0  # frames in flight and no verdict for this long: fault
     reconnect_max_s: float = 5.0  # backoff ceiling for PLC and daemon reconnects
     fault: Any = None  # bit: line to safe state
     heartbeat: Any = None  # 16-bit word toggled 0/1 while the daemon is alive
@@ -59,8 +63,12 @@ class PlcConfig:
             raise ConfigError("fault: the fault bit is required (it is the line's safe state)")
         if not self.cameras:
             raise ConfigError("cameras: map at least one camera ([plc.cameras.<id>])")
-        if self.watchdog_s <= 0 or self.reject_deadline_ms <= 0:
-            raise ConfigError("watchdog_s and reject_deadline_ms must be positive")
+        if self.watchdog_s <= 0 or self.reject_deadline_ms <= 0 or self.progress_timeout_s <= 0:
+            raise ConfigError("watchdog_s, reject_deadline_ms and progress_timeout_s must be "
+                              "positive")
+        if self.reject_pulse_ms < 0 or self.reject_gap_ms < 0 or self.fault_hold_s < 0:
+            raise ConfigError("reject_pulse_ms, reject_gap_ms and fault_hold_s must not be "
+                              "negative")
         if bool(self.curve_server_public) != bool(self.curve_client_secret):
             raise ConfigError("CURVE needs both curve_server_public and curve_client_secret")
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,13 +43,60 @@ def serve(bundle, *args: str, input_mode: str = "pull", frames_in: str | None = 
     subscriber = ResultSubscriber(results_out, curve=curve)
     sender = FrameSender(frames_in) if input_mode == "pull" else None
     try:
-        subscriber.wait_ready(timeout_s=90)
+        try:
+            subscriber.wait_ready(timeout_s=90)
+        except TimeoutError:
+            stop_process(proc, 5)
+            raise AssertionError(f"edge-serve never sent a heartbeat (exit {proc.returncode})"
+                                 f":\n{proc.stderr.read()[-3000:]}") from None
         yield RunningDaemon(proc, frames_in, results_out, subscriber, sender)
     finally:
         if sender:
             sender.close()
         subscriber.close()
         stop_process(proc)
+
+
+class Supervisor:
+    """What systemd's Restart=on-failure does: runs `command` and starts it again whenever
+    it exits, recording each exit status."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.current: subprocess.Popen | None = None
+        self.exits: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise)
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            self.current = proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL)
+            while proc.poll() is None and not self._stop.is_set():
+                time.sleep(0.05)
+            if proc.poll() is None:
+                stop_process(proc, 30)
+            else:
+                self.exits.append(proc.returncode)
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(90)
+
+
+def next_heartbeat(subscriber: ResultSubscriber, timeout_s: float, where=None) -> dict:
+    """The next heartbeat (for which `where(body)` holds, when given)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        message = subscriber.receive(0.2)
+        if message and message[1].get("kind") == "heartbeat" and \
+                (where is None or where(message[1])):
+            return message[1]
+    raise AssertionError(f"no such heartbeat within {timeout_s} s")
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> None:

@@ -333,3 +333,141 @@ rejects = "{node.format('Bad.Rejects')}"
     finally:
         stop_server.set()
         thread.join(10)
+
+
+def test_a_stalled_daemon_and_frames_without_verdicts_set_the_fault_bit(
+        trained_bundle, plc, tmp_path):
+    daemon_config = tmp_path / "serve.toml"
+    daemon_config.write_text(DAEMON_CONFIG)
+    for stall_s, expect in ((1.0, "daemon stalled"), (120.0, "frames in flight")):
+        # hang-after=2: the warm-up call and one frame, then the model never returns.
+        with serve(trained_bundle, "--config", str(daemon_config), "--inject-faults",
+                   "hang-after=2", "--max-batch", "2", "--stall-s", str(stall_s),
+                   "--stall-exit-s", "0", "--heartbeat-s", "0.25") as d:
+            gateway = start_gateway(modbus_config(tmp_path, plc.port, d.results_out,
+                                                  extra="progress_timeout_s = 1.0"))
+            try:
+                wait_for(lambda: heartbeat_toggles(plc) and not plc.coil(FAULT), 30,
+                         "a healthy line")
+                for i in range(3):
+                    d.sender.send(header("bad", i, (256, 512)), strip(i, (256, 512)))
+                wait_for(lambda: plc.u32(BAD["results"]) == 1, 20, "the first verdict")
+                hung_at = time.monotonic()
+                took = wait_for(lambda: plc.coil(FAULT), 15, "the fault bit")
+                # stall_s (or progress_timeout_s), a heartbeat period, one PLC write,
+                # with room for a loaded CI machine.
+                assert took <= min(stall_s, 1.0) + 0.25 + 2.0, took
+                assert time.monotonic() - hung_at > 0.5  # not before the stall
+            finally:
+                stop_process(gateway)
+            assert expect in gateway.stderr.read()
+
+
+class DroppingProxy:
+    """Between daemon and gateway: forwards the daemon's PUB messages, drops every n-th
+    `reject` and `event` message (a lossy link or a subscriber that fell behind)."""
+
+    def __init__(self, upstream: str, every: int) -> None:
+        self.endpoint = free_endpoint()
+        self.every = every
+        self.dropped: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(upstream,), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def _run(self, upstream: str) -> None:
+        import json
+
+        context = zmq.Context.instance()
+        sub, pub = context.socket(zmq.SUB), context.socket(zmq.PUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(upstream)
+        pub.bind(self.endpoint)
+        self._ready.set()
+        count = 0
+        try:
+            while not self._stop.is_set():
+                if not sub.poll(100):
+                    continue
+                parts = sub.recv_multipart()
+                topic = parts[0].decode()
+                if topic in ("reject", "event"):
+                    count += 1
+                    if count % self.every == 0:
+                        self.dropped.append((topic, json.loads(parts[1])["seq"]))
+                        continue
+                pub.send_multipart(parts)
+        finally:
+            sub.close(0)
+            pub.close(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_messages_lost_between_daemon_and_gateway_fault_it_and_are_named(
+        trained_bundle, plc, tmp_path):
+    daemon_config = tmp_path / "serve.toml"
+    daemon_config.write_text(DAEMON_CONFIG)
+    with serve(trained_bundle, "--config", str(daemon_config), "--heartbeat-s", "0.25") as d:
+        proxy = DroppingProxy(d.results_out, every=10)
+        gateway = start_gateway(modbus_config(tmp_path, plc.port, proxy.endpoint))
+        faults = []
+        try:
+            wait_for(lambda: heartbeat_toggles(plc), 30, "the gateway's heartbeat word")
+            for i in range(12):
+                d.sender.send(header("bad", i, (256, 512)), strip(i, (256, 512)))
+            wait_for(lambda: any(t == "reject" for t, _ in proxy.dropped), 30,
+                     "a dropped result")
+            wait_for(lambda: faults.append(plc.coil(FAULT)) or any(faults), 10,
+                     "the fault bit")
+        finally:
+            stop_process(gateway)
+            proxy.close()
+    log = gateway.stderr.read()
+    assert "messages from the daemon lost" in log
+    for topic, seq in proxy.dropped:
+        assert f"{topic} seq {seq}..{seq} " in log, (topic, seq)
+
+
+@pytest.mark.parametrize("pulse_ms", [0, 20])  # level (count the counter) and pulse mode
+def test_ten_quick_rejects_are_ten_countable_events_at_the_plc(trained_bundle, plc,
+                                                               tmp_path, pulse_ms):
+    daemon_config = tmp_path / "serve.toml"
+    daemon_config.write_text(DAEMON_CONFIG)
+    with serve(trained_bundle, "--config", str(daemon_config)) as d:
+        gateway = start_gateway(modbus_config(tmp_path, plc.port, d.results_out,
+                                              pulse_ms=pulse_ms))
+        try:
+            wait_for(lambda: heartbeat_toggles(plc) and not plc.coil(FAULT), 30,
+                     "a healthy line")
+            rising, counted, sampling = [], [], True
+
+            def scan() -> None:  # a PLC scan cycle of 5 ms: edges and counter increments
+                last_bit, last_count = False, plc.u32(BAD["rejects"])
+                while sampling:
+                    bit, count = plc.coil(BAD["reject"]), plc.u32(BAD["rejects"])
+                    if bit and not last_bit:
+                        rising.append(time.monotonic())
+                    counted.append(count - last_count)
+                    last_bit, last_count = bit, count
+                    time.sleep(0.005)
+
+            scanner = threading.Thread(target=scan)
+            scanner.start()
+            for i in range(10):  # published back to back, well under 5 ms apart
+                d.sender.send(header("bad", i, (256, 512)), strip(i, (256, 512)))
+            wait_for(lambda: plc.u32(BAD["rejects"]) == 10, 30, "ten rejects")
+            time.sleep(1.5 if pulse_ms else 0.2)  # the pulse train runs out
+            sampling = False
+            scanner.join()
+            assert sum(counted) == 10  # counter mode: every reject counts
+            if pulse_ms:
+                assert len(rising) == 10  # pulse mode: one rising edge per reject
+                assert plc.coil(BAD["reject"]) is False
+            assert plc.coil(FAULT) is False
+        finally:
+            stop_process(gateway)

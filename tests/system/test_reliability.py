@@ -12,9 +12,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,10 +20,20 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lineside.edge.cli.args import serve_command
 from lineside.edge.client import FrameSender, ResultSubscriber
 from lineside.edge.protocol import FrameHeader, encode_frame
 from tests.helpers import free_endpoint
-from tests.system.line import Accounting, assert_every_frame_once, collect, header, serve, strip
+from tests.system.line import (
+    Accounting,
+    Supervisor,
+    assert_every_frame_once,
+    collect,
+    header,
+    next_heartbeat,
+    serve,
+    strip,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -231,46 +238,25 @@ def test_backend_fault_mid_batch_gives_error_verdicts_and_recovers(trained_bundl
 
 def test_sigkill_under_a_supervisor_resumes_quickly(trained_bundle):
     frames_in, results_out = free_endpoint(), free_endpoint()
-    command = [sys.executable, "-m", "lineside.edge.cli.serve", str(trained_bundle),
-               "--backend", "ort-cpu", "--input", frames_in, "--output", results_out]
-    current: dict[str, subprocess.Popen] = {}
-    stop = threading.Event()
-
-    def supervise() -> None:  # what systemd's Restart=on-failure does
-        while not stop.is_set():
-            current["proc"] = proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                                      stderr=subprocess.DEVNULL)
-            while proc.poll() is None and not stop.is_set():
-                time.sleep(0.05)
-            if stop.is_set() and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-
-    supervisor = threading.Thread(target=supervise)
-    supervisor.start()
+    command = serve_command(str(trained_bundle), {"backend": "ort-cpu", "input": [frames_in],
+                                                  "output": results_out})
     subscriber = ResultSubscriber(results_out)
     sender = FrameSender(frames_in)
     try:
-        subscriber.wait_ready(90)
-        sender.send(header("cam", 1, (256, 512)), strip(1, (256, 512)))
-        assert collect(subscriber, 1).ids("results") == [1]
-        killed_at = time.monotonic()
-        current["proc"].send_signal(signal.SIGKILL)
-        time.sleep(0.5)
-        while True:  # the first heartbeat of the new process
-            message = subscriber.receive(0.5)
-            if message and message[1].get("kind") == "heartbeat" \
-                    and message[1]["counters"]["received"] == 0:
-                break
-            assert time.monotonic() - killed_at < 60, "the daemon did not come back"
-        recovery = time.monotonic() - killed_at
-        sender.send(header("cam", 2, (256, 512)), strip(2, (256, 512)))
-        assert collect(subscriber, 1).ids("results") == [2]
+        with Supervisor(command) as supervisor:
+            subscriber.wait_ready(90)
+            sender.send(header("cam", 1, (256, 512)), strip(1, (256, 512)))
+            assert collect(subscriber, 1).ids("results") == [1]
+            killed_at = time.monotonic()
+            supervisor.current.send_signal(signal.SIGKILL)
+            time.sleep(0.5)
+            next_heartbeat(subscriber, 60, lambda b: b["counters"]["received"] == 0)
+            recovery = time.monotonic() - killed_at
+            sender.send(header("cam", 2, (256, 512)), strip(2, (256, 512)))
+            assert collect(subscriber, 1).ids("results") == [2]
         FIGURES["sigkill_restart"] = {"recovery_s": round(recovery, 2),
                                       "stated_limit_s": 30}
         assert recovery < 30
     finally:
-        stop.set()
-        supervisor.join(60)
         sender.close()
         subscriber.close()

@@ -18,7 +18,12 @@ from lineside.edge.pipeline.decide import Decider
 from lineside.edge.pipeline.frame_queues import FrameQueues
 from lineside.edge.pipeline.infer import ModelStages
 from lineside.edge.pipeline.model import compose_model, load_model
-from lineside.edge.pipeline.receive import MAX_GAP_EVENTS, GapDetector, ReceiveStage, gap_events
+from lineside.edge.pipeline.receive import (
+    MAX_GAP_EVENTS,
+    FrameIdTracker,
+    ReceiveStage,
+    gap_events,
+)
 from lineside.edge.protocol import Frame, FrameHeader
 from tests.toy_bundle import toy_frame, write_toy_bundle
 
@@ -177,8 +182,9 @@ def test_receive_reports_drops_of_a_full_queue_and_an_roi_that_does_not_fit():
 
 
 def test_gap_detection_names_every_missing_id_and_a_range_after_the_limit():
-    gaps = GapDetector()
-    assert [list(gaps.missing("c", i)) for i in (0, 1, 4, 3, 5)] == [[], [], [2, 3], [], []]
+    ids = FrameIdTracker(report_gaps=True)
+    checks = [ids.observe("c", i) for i in (0, 1, 4, 5)]
+    assert [list(c.missing) for c in checks] == [[], [], [2, 3], []]
     events = gap_events("c", range(10, 10 + MAX_GAP_EVENTS + 5))
     assert len(events) == MAX_GAP_EVENTS + 1
     assert events[-1]["frame_id"] is None and events[-1]["frame_ids"] == \
@@ -189,3 +195,55 @@ def test_gap_detection_names_every_missing_id_and_a_range_after_the_limit():
                                            np.zeros((2, 2), np.uint8)))
     assert [e["frame_id"] for e in events] == [2, 3]
     assert counters.snapshot()["never_arrived"] == 2
+
+
+def test_frame_ids_across_a_camera_restart_give_exactly_the_lost_ids():
+    sub = FrameIdTracker(report_gaps=True)
+    before = [sub.observe("c", i, "boot-1") for i in (0, 1, 2, 5, 6)]  # 3, 4 lost
+    restart = sub.observe("c", 0, "boot-2")  # the camera restarted, counting from 0
+    after = [sub.observe("c", i, "boot-2") for i in (1, 4)]  # 2, 3 lost
+    assert [list(c.missing) for c in before] == [[], [], [], [3, 4], []]
+    assert (restart.issue, restart.previous, list(restart.missing)) == ("restart", 6, [])
+    assert [list(c.missing) for c in after] == [[], [2, 3]]
+    # Without a stream id, an id that goes backwards in SUB mode is a counter reset too.
+    plain = FrameIdTracker(report_gaps=True)
+    assert [plain.observe("c", i).issue for i in (7, 8, 0, 1)] == ["", "", "restart", ""]
+    assert list(plain.observe("c", 3).missing) == [2]
+
+
+def test_pull_mode_flags_repeated_and_backward_ids_and_reports_no_gaps():
+    pull = FrameIdTracker(report_gaps=False)
+    checks = [pull.observe("c", i) for i in (0, 1, 5, 5, 3, 4)]
+    assert [(c.issue, list(c.missing)) for c in checks] == [
+        ("", []), ("", []), ("", []), ("repeated", []), ("backwards", []), ("", [])]
+    assert checks[3].previous == 5
+
+
+def test_repeated_ids_get_an_event_and_still_exactly_one_verdict_each(toy):
+    stage, events, queues, counters = receiver()
+    for frame_id in (4, 4, 2):
+        stage.accept(protocol.encode_frame(FrameHeader("c", frame_id, 1, "mono8", (4, 4)),
+                                           np.zeros((4, 4), np.uint8)))
+    assert [(e["kind"], e["issue"], e["frame_id"]) for e in events] == [
+        ("frame_order", "repeated", 4), ("frame_order", "backwards", 2)]
+    assert queues.depth() == {"c": 3} and len(stage.in_flight) == 3  # all three go on
+    assert counters.snapshot()["out_of_order"] == 2
+
+
+def test_unknown_and_surplus_cameras_are_refused_without_new_state():
+    stage, events, queues, _ = receiver(camera_ids=["lane1", "lane2"])
+    for camera in ("lane1", "intruder", "lane2"):
+        stage.accept(protocol.encode_frame(FrameHeader(camera, 1, 1, "mono8", (4, 4)),
+                                           np.zeros((4, 4), np.uint8)))
+    assert [(e["camera_id"], "not one of" in e["reason"]) for e in events] == [
+        ("intruder", True)]
+    assert set(queues.depth()) == stage.cameras == {"lane1", "lane2"}
+    capped, events, queues, _ = receiver(max_cameras=2)
+    for i in range(1000):
+        capped.accept(protocol.encode_frame(FrameHeader(f"cam{i}", 1, 1, "mono8", (4, 4)),
+                                            np.zeros((4, 4), np.uint8)))
+    assert len(capped.cameras) == 2 and len(queues.depth()) == 2
+    assert len(events) == 998 and all("max_cameras" in e["reason"] for e in events)
+    labels = {s.labels.get("camera") for m in capped.counters.registry.collect()
+              for s in m.samples if "camera" in s.labels}
+    assert labels == {"cam0", "cam1", "unknown"}  # no metrics series per made-up camera

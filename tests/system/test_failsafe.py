@@ -1,0 +1,128 @@
+"""Fail safe when the line stalls (real edge-serve processes on 127.0.0.1): a hung or slow
+inference call never lets a frame pass without a verdict, a stall is visible in the
+heartbeat and /healthz, and the stall policy hands the daemon back to its supervisor.
+
+The hang and the slowness are injected (`--inject-faults hang-after=N|delay-ms=N`): they
+stand in for a GPU call that never returns, which a CPU cannot produce on demand."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from lineside.edge.cli.args import serve_command
+from lineside.edge.client import FrameSender, ResultSubscriber
+from tests.helpers import free_endpoint
+from tests.system.line import (
+    Supervisor,
+    assert_every_frame_once,
+    collect,
+    header,
+    next_heartbeat,
+    serve,
+    strip,
+)
+
+pytestmark = pytest.mark.slow
+
+DEADLINE_MS = 1000
+SHAPE = (256, 512)
+
+
+def health(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_a_hung_inference_call_gets_every_frame_one_verdict_by_its_deadline(trained_bundle):
+    port = int(free_endpoint().rsplit(":", 1)[1])
+    stall_s = 2.0
+    with serve(trained_bundle, "--inject-faults", "hang-after=3", "--deadline-ms",
+               str(DEADLINE_MS), "--stall-s", str(stall_s), "--stall-exit-s", "0",
+               "--heartbeat-s", "0.25", "--metrics", f"127.0.0.1:{port}") as d:
+        first_503: list[float] = []
+
+        def watch() -> None:  # a supervisor's health probe, every 50 ms
+            while not first_503:
+                if health(port)[0] == 503:
+                    first_503.append(time.monotonic())
+                time.sleep(0.05)
+
+        prober = threading.Thread(target=watch, daemon=True)
+        prober.start()
+        sent = {("cam0", i) for i in range(10)}
+        for _, i in sorted(sent):
+            d.sender.send(header("cam0", i, SHAPE), strip(i, SHAPE))
+        book = collect(d.subscriber, len(sent), timeout_s=30)
+        assert_every_frame_once(book, sent)
+        ok = [r for r in book.results if r["verdict"] != "ERROR"]
+        failsafe = [r for r in book.results if r["verdict"] == "ERROR"]
+        assert ok and failsafe, "some frames before the hang, the rest after it"
+        for result in failsafe:
+            took_ms = (result["published_ns"] - result["received_ns"]) / 1e6
+            assert DEADLINE_MS <= took_ms <= DEADLINE_MS + 100, took_ms
+            assert result["reasons"][0].startswith("deadline missed")
+        hung_at = max(r["published_ns"] for r in ok) / 1e9  # the last call that returned
+        prober.join(stall_s + 10)
+        assert first_503, "/healthz never failed"
+        took = first_503[0] - (hung_at - time.time() + time.monotonic())
+        assert took <= stall_s + 1.0, f"/healthz 503 after {took:.1f} s"
+        status, body = health(port)
+        assert status == 503 and "stalled: " in body and "infer" in body
+        beat = next_heartbeat(d.subscriber, 5, lambda b: "infer" in b["stalled"])
+        assert beat["counters"]["deadline_missed"] == len(failsafe)
+        assert collect(d.subscriber, 1, timeout_s=1.5).accounted == 0  # nothing twice
+
+
+def test_results_that_come_after_the_deadline_are_counted_and_never_published(
+        trained_bundle):
+    with serve(trained_bundle, "--inject-faults", "delay-ms=700", "--deadline-ms", "300",
+               "--heartbeat-s", "0.25", "--max-batch", "4") as d:
+        sent = {("cam0", i) for i in range(6)}
+        for _, i in sorted(sent):
+            d.sender.send(header("cam0", i, SHAPE), strip(i, SHAPE))
+        book = collect(d.subscriber, len(sent), timeout_s=30)
+        assert_every_frame_once(book, sent)
+        assert all(r["verdict"] == "ERROR" for r in book.results)
+        time.sleep(3.0)  # every delayed inference call has returned by now
+        assert collect(d.subscriber, 1, timeout_s=0.5).accounted == 0  # never twice
+        beat = next_heartbeat(d.subscriber, 5)
+        assert beat["counters"]["late_results"] == len(sent)
+        assert beat["counters"]["results"] == len(sent) and beat["in_flight"] == 0
+
+
+def test_the_stall_policy_exits_for_the_supervisor_and_the_line_serves_again(
+        trained_bundle):
+    frames_in, results_out = free_endpoint(), free_endpoint()
+    command = serve_command(str(trained_bundle), {
+        "backend": "ort-cpu", "input": [frames_in], "output": results_out,
+        "inject_faults": "hang-after=2", "stall_s": 1.0, "stall_exit_s": 1.5,
+        "deadline_ms": DEADLINE_MS, "heartbeat_s": 0.25, "max_batch": 2})  # a call a frame
+    subscriber = ResultSubscriber(results_out)
+    sender = FrameSender(frames_in)
+    try:
+        with Supervisor(command) as supervisor:
+            subscriber.wait_ready(90)
+            for i in range(3):  # frame 0 is served, frame 1 hangs the model, 2 waits
+                sender.send(header("cam0", i, SHAPE), strip(i, SHAPE))
+            book = collect(subscriber, 3, timeout_s=30)
+            assert [r["verdict"] for r in book.results][1:] == ["ERROR", "ERROR"]
+            hung_at = time.monotonic()
+            next_heartbeat(subscriber, 60, lambda b: b["counters"]["received"] == 0)
+            restarted = time.monotonic() - hung_at
+            assert supervisor.exits[:1] == [3], supervisor.exits  # EXIT_STALLED
+            sender.send(header("cam0", 100, SHAPE), strip(100, SHAPE))
+            again = collect(subscriber, 1, timeout_s=30)
+            assert again.ids("results") == [100]
+            assert again.results[0]["verdict"] in ("OK", "REJECT")
+        assert restarted < 30
+    finally:
+        sender.close()
+        subscriber.close()
