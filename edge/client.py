@@ -12,18 +12,22 @@ from typing import Any
 
 import numpy as np
 import zmq
-import zmq.auth
 
 from lineside.edge import protocol
+from lineside.edge.curve import curve_client
 
 
 class FrameSender:
     """PUSH frames to a daemon's input endpoint."""
 
     def __init__(self, endpoint: str, context: zmq.Context | None = None,
-                 high_water_mark: int = 100) -> None:
+                 high_water_mark: int = 100, curve: tuple[str, str] | None = None) -> None:
+        """`curve`: (daemon's public key file, this camera's secret key file) when the
+        daemon's input runs CURVE (`edge-serve --curve-socket input`)."""
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PUSH)
+        if curve:
+            curve_client(self.socket, *curve)
         self.socket.setsockopt(zmq.SNDHWM, high_water_mark)
         self.socket.setsockopt(zmq.LINGER, 5000)
         self.socket.connect(endpoint)
@@ -50,10 +54,7 @@ class ResultSubscriber:
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
         if curve:
-            server_public, _ = zmq.auth.load_certificate(curve[0])
-            public, secret = zmq.auth.load_certificate(curve[1])
-            self.socket.curve_serverkey = server_public
-            self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
+            curve_client(self.socket, *curve)
         self.socket.setsockopt(zmq.RCVHWM, 0)  # a gateway must not lose verdicts
         self.socket.setsockopt(zmq.LINGER, 0)
         for topic in topics:

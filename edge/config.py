@@ -33,6 +33,7 @@ OVERLOAD_POLICIES = ("block", "drop-oldest", "drop-newest")
 INPUT_MODES = ("pull", "sub")
 MASK_FORMATS = ("rle", "png")
 VERDICTS = ("ERROR", "REJECT")
+CURVE_SOCKETS = ("results", "input", "control")
 # Inference backends, in the order `auto` tries them (lineside.edge.backends).
 BACKENDS = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -159,6 +160,9 @@ class ServeConfig(ModelSettings):
                            help="serve /metrics, /healthz, /readyz (e.g. 127.0.0.1:9100)")
     control: str = setting("", metavar="ENDPOINT",
                            help="REP socket for hot swap and status (e.g. tcp://127.0.0.1:5557)")
+    bundle_root: str = setting("", metavar="DIR",
+                               help="hot swaps load only bundles inside this directory "
+                               "(default: the directory that holds the bundle)")
     http: str = setting("", metavar="HOST:PORT",
                         help="read-only operator web view (e.g. 127.0.0.1:8080); off by default")
     max_message_bytes: int = setting(64 * 1024 * 1024,
@@ -173,7 +177,11 @@ class ServeConfig(ModelSettings):
                                 help="daemon secret key file: CURVE on the results socket "
                                 "(for gateways on other hosts)")
     curve_clients: str = setting("", metavar="DIR",
-                                 help="directory of allowed gateways' public key files")
+                                 help="directory of allowed clients' public key files")
+    curve_sockets: list[str] = setting(
+        default_factory=lambda: ["results"], flag="--curve-socket", choices=CURVE_SOCKETS,
+        help="which bound sockets run CURVE with --curve-secret (repeatable): results, "
+        "input (PULL; cameras need the daemon's public key), control")
     camera: CameraSettings = setting(default_factory=CameraSettings, cli=False,
                                      help="defaults for every camera")
     cameras: dict[str, CameraSettings] = setting(default_factory=dict, cli=False,
@@ -204,7 +212,13 @@ class ServeConfig(ModelSettings):
             _check_range(name, getattr(self, name), low, high)
         if self.curve_clients and not self.curve_secret:
             raise ConfigError("curve_clients needs curve_secret (the daemon's key file)")
-        for name in ("curve_secret", "curve_clients"):
+        unknown = sorted(set(self.curve_sockets) - set(CURVE_SOCKETS))
+        if unknown:
+            raise ConfigError(f"curve_sockets: {unknown} are not among {CURVE_SOCKETS}")
+        if "input" in self.curve_sockets and self.curve_secret and self.input_mode == "sub":
+            raise ConfigError("curve_sockets: input runs CURVE only in pull mode (in sub "
+                              "mode the daemon connects to the cameras)")
+        for name in ("curve_secret", "curve_clients", "bundle_root"):
             value = getattr(self, name)
             if value and not Path(value).exists():
                 raise ConfigError(f"{name}: {value} does not exist")
@@ -216,6 +230,13 @@ class ServeConfig(ModelSettings):
         for camera_id, settings in [("camera", self.camera), *self.cameras.items()]:
             _validate_camera(camera_id, settings)
         return self
+
+    def bundles_allowed(self) -> Path:
+        """The directory hot swaps may load bundles from."""
+        return Path(self.bundle_root or Path(self.bundle).resolve().parent).resolve()
+
+    def curve_on(self, socket: str) -> bool:
+        return bool(self.curve_secret) and socket in self.curve_sockets
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

@@ -58,7 +58,7 @@ class Daemon:
         self.workers = Workers(self.stop_event)
         self.outbox = Outbox()
         self.models = ModelSlot(model, lambda path: load_model(path, config),
-                                self.outbox.event, self._swapped)
+                                self.outbox.event, self._swapped, config.bundles_allowed())
         self.counters.model_info(model.describe())
         self.queues: FrameQueues[Frame] = FrameQueues(self._camera_limits)
         self.progress = {name: Progress(name) for name in WATCHED}
@@ -119,12 +119,13 @@ class Daemon:
             control = ControlStage(self.config.control, self.context, {
                 "swap": lambda request: self.swap_model(request.get("bundle")),
                 "status": lambda _: {"ok": True, **self.model.describe(),
-                                     "counters": self.counters.snapshot()}})
+                                     "counters": self.counters.snapshot()}},
+                self.config.curve_secret if self.config.curve_on("control") else "")
             loops.append(("control", lambda: control.run(self.stop_event)))
+        if self.config.curve_secret:  # before any CURVE socket takes a connection
+            self._start_curve_authenticator()
         for name, loop in loops:
             self.workers.start(name, loop)
-        if self.config.curve_secret:
-            self._start_curve_authenticator()
         if self.config.http:
             from lineside.edge.operator_view import OperatorView
 

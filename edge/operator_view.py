@@ -23,24 +23,12 @@ import numpy as np
 from lineside.edge.metrics import WsgiServer
 from lineside.edge.overlay import CLASS_COLOURS, draw
 
+# Everything from the wire (camera ids, verdicts, class names from a bundle) reaches the
+# page as data and is set with textContent, never parsed as HTML; the page has no inline
+# script or style, so the Content-Security-Policy below can forbid both.
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lineside operator view</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 0; background: #15181c; color: #e8e8e8; }
-header { padding: 10px 16px; background: #20252b; display: flex; gap: 24px;
-         align-items: baseline; flex-wrap: wrap; }
-header h1 { font-size: 18px; margin: 0; }
-.stat b { font-size: 20px; } .muted { color: #9aa4ad; font-size: 13px; }
-.camera { margin: 12px 16px; padding: 10px; background: #1c2026; border-radius: 6px; }
-.camera h2 { font-size: 15px; margin: 0 0 8px 0; }
-.verdict-OK { color: #5fd35f; } .verdict-REJECT { color: #ff5b5b; }
-.verdict-ERROR { color: #ffb020; }
-img { width: 100%; image-rendering: pixelated; background: #000; min-height: 20px; }
-table { border-collapse: collapse; font-size: 13px; margin-top: 6px; }
-td, th { padding: 2px 10px 2px 0; text-align: left; }
-.legend span { display: inline-block; padding: 0 8px; margin-right: 6px; border-radius: 3px;
-               color: #000; font-size: 12px; }
-</style></head>
+<link rel="stylesheet" href="/view.css"></head>
 <body>
 <header>
   <h1>lineside</h1>
@@ -53,60 +41,104 @@ td, th { padding: 2px 10px 2px 0; text-align: left; }
   <span class="muted" id="model"></span>
   <span class="muted" id="connection">connecting...</span>
 </header>
-<div class="legend" style="margin: 8px 16px" id="legend"></div>
+<div class="legend" id="legend"></div>
 <div id="cameras"></div>
-<script>
-const colours = __COLOURS__;
-const cards = {};
+<script src="/view.js"></script>
+</body></html>
+"""
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 0; background: #15181c; color: #e8e8e8; }
+header { padding: 10px 16px; background: #20252b; display: flex; gap: 24px;
+         align-items: baseline; flex-wrap: wrap; }
+header h1 { font-size: 18px; margin: 0; }
+.stat b { font-size: 20px; } .muted { color: #9aa4ad; font-size: 13px; }
+.camera { margin: 12px 16px; padding: 10px; background: #1c2026; border-radius: 6px; }
+.camera h2 { font-size: 15px; margin: 0 0 8px 0; }
+.verdict-OK { color: #5fd35f; } .verdict-REJECT { color: #ff5b5b; }
+.verdict-ERROR { color: #ffb020; }
+img { width: 100%; image-rendering: pixelated; background: #000; min-height: 20px; }
+table { border-collapse: collapse; font-size: 13px; margin-top: 6px; }
+td, th { padding: 2px 10px 2px 0; text-align: left; }
+.legend { margin: 8px 16px; }
+.legend span { display: inline-block; padding: 0 8px; margin-right: 6px; border-radius: 3px;
+               color: #000; font-size: 12px; }
+.swatch-0 { background: __C0__; } .swatch-1 { background: __C1__; }
+.swatch-2 { background: __C2__; } .swatch-3 { background: __C3__; }
+"""
+
+SCRIPT = """
+"use strict";
+const cards = new Map();
+function el(tag, attrs = {}, ...children) {  // DOM nodes; text goes in as text, never HTML
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c);
+  return node;
+}
+function setText(id, value) { document.getElementById(id).textContent = String(value); }
 function card(camera) {
-  if (cards[camera]) return cards[camera];
-  const div = document.createElement("div");
-  div.className = "camera";
-  div.innerHTML = `<h2>${camera} &middot; last frame <span class="fid"></span>
-    <span class="verdict"></span></h2>
-    <img class="latest" alt="latest frame of ${camera}">
-    <div class="muted">last REJECT: frame <span class="rid">-</span></div>
-    <img class="reject" alt="last rejected frame of ${camera}">
-    <table><thead><tr><th>class</th><th>defect rate</th></tr></thead>
-    <tbody class="rates"></tbody></table>`;
-  document.getElementById("cameras").appendChild(div);
-  return (cards[camera] = div);
+  if (cards.has(camera)) return cards.get(camera);
+  const parts = {
+    name: el("span", {class: "name"}), fid: el("span", {class: "fid"}),
+    verdict: el("span", {class: "verdict"}), rid: el("span", {class: "rid"}, "-"),
+    latest: el("img", {class: "latest"}), reject: el("img", {class: "reject"}),
+    rates: el("tbody", {class: "rates"}),
+  };
+  parts.name.textContent = camera;
+  parts.latest.alt = "latest frame of " + camera;
+  parts.reject.alt = "last rejected frame of " + camera;
+  const div = el("div", {class: "camera"},
+    el("h2", {}, parts.name, " \u00b7 last frame ", parts.fid, " ", parts.verdict),
+    parts.latest, el("div", {class: "muted"}, "last REJECT: frame ", parts.rid),
+    parts.reject,
+    el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "class"),
+                                       el("th", {}, "defect rate"))), parts.rates));
+  document.getElementById("cameras").append(div);
+  cards.set(camera, parts);
+  return parts;
 }
 function update(s) {
-  document.getElementById("frames-total").textContent = s.frames;
-  document.getElementById("rejects-total").textContent = s.rejects;
-  document.getElementById("reject-rate").textContent = (100 * s.reject_rate).toFixed(1);
-  document.getElementById("fps").textContent = s.fps.toFixed(1);
-  document.getElementById("p50").textContent = s.latency_p50_ms ?? "-";
-  document.getElementById("p99").textContent = s.latency_p99_ms ?? "-";
-  document.getElementById("drops").textContent = s.drops;
-  document.getElementById("errors").textContent = s.errors;
-  document.getElementById("model").textContent = `${s.model} on ${s.backend}`;
-  document.getElementById("legend").innerHTML = s.classes.map((c, k) =>
-    `<span style="background:${colours[k % colours.length]}">${c.id} ${c.name}</span>`).join("");
+  setText("frames-total", s.frames);
+  setText("rejects-total", s.rejects);
+  setText("reject-rate", (100 * s.reject_rate).toFixed(1));
+  setText("fps", s.fps.toFixed(1));
+  setText("p50", s.latency_p50_ms ?? "-");
+  setText("p99", s.latency_p99_ms ?? "-");
+  setText("drops", s.drops);
+  setText("errors", s.errors);
+  setText("model", `${s.model} on ${s.backend}`);
+  document.getElementById("legend").replaceChildren(...s.classes.map((c, k) =>
+    el("span", {class: "swatch-" + (k % 4)}, `${c.id} ${c.name}`)));
   for (const [camera, c] of Object.entries(s.cameras)) {
-    const div = card(camera);
-    div.querySelector(".fid").textContent = c.frame_id;
-    const v = div.querySelector(".verdict");
-    v.textContent = c.verdict; v.className = "verdict verdict-" + c.verdict;
-    if (c.image_version) div.querySelector(".latest").src =
-      `/frame/${encodeURIComponent(camera)}.jpg?v=${c.image_version}`;
+    const parts = card(camera);
+    parts.fid.textContent = String(c.frame_id);
+    parts.verdict.textContent = c.verdict;
+    parts.verdict.className = "verdict verdict-" + String(c.verdict).replace(/[^A-Z]/g, "");
+    if (c.image_version) parts.latest.src =
+      `/frame/${encodeURIComponent(camera)}.jpg?v=${Number(c.image_version)}`;
     if (c.reject_version) {
-      div.querySelector(".reject").src =
-        `/reject/${encodeURIComponent(camera)}.jpg?v=${c.reject_version}`;
-      div.querySelector(".rid").textContent = c.reject_frame_id;
+      parts.reject.src = `/reject/${encodeURIComponent(camera)}.jpg?v=${Number(c.reject_version)}`;
+      parts.rid.textContent = String(c.reject_frame_id);
     }
-    div.querySelector(".rates").innerHTML = Object.entries(c.class_rates).map(([id, r]) =>
-      `<tr><td>${id}</td><td>${(100 * r).toFixed(1)}%</td></tr>`).join("");
+    parts.rates.replaceChildren(...Object.entries(c.class_rates).map(([id, r]) =>
+      el("tr", {}, el("td", {}, id), el("td", {}, (100 * r).toFixed(1) + "%"))));
   }
 }
 const events = new EventSource("/events");
-events.onopen = () => document.getElementById("connection").textContent = "live";
-events.onerror = () => document.getElementById("connection").textContent = "reconnecting...";
+events.onopen = () => setText("connection", "live");
+events.onerror = () => setText("connection", "reconnecting...");
 events.onmessage = (e) => update(JSON.parse(e.data));
-</script>
-</body></html>
 """
+
+# No inline script or style, no other origin, no framing, no forms: what the page needs.
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; "
+     "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+     "frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
 
 
 @dataclass
@@ -140,6 +172,10 @@ class OperatorView:
                                           daemon=True)
         self.server = WsgiServer(address, self._app, "edge-view")
         self.port = self.server.port
+        self._style = STYLE
+        for k, colour in enumerate(CLASS_COLOURS):  # BGR, as OpenCV draws them
+            self._style = self._style.replace(f"__C{k}__", "#{:02x}{:02x}{:02x}".format(
+                *colour[::-1]))
 
     # -- called by the daemon (cheap, non-blocking) -------------------------------------
     def offer(self, camera_id: str, frame_id: int, pixels: np.ndarray, masks: np.ndarray,
@@ -227,13 +263,19 @@ class OperatorView:
             self._stop.wait(0.5)
 
     def _app(self, environ, start_response):
-        path = environ.get("PATH_INFO", "/")
-        if path == "/":
-            colours = json.dumps(["#{:02x}{:02x}{:02x}".format(*c[::-1])
-                                  for c in CLASS_COLOURS])
-            body = PAGE.replace("__COLOURS__", colours).encode()
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [body]
+        def respond(status: str, headers: list[tuple[str, str]]):
+            return start_response(status, headers + SECURITY_HEADERS)
+
+        return self._route(environ.get("PATH_INFO", "/"), respond)
+
+    def _route(self, path: str, start_response):
+        static = {"/": (PAGE, "text/html; charset=utf-8"),
+                  "/view.js": (SCRIPT, "text/javascript; charset=utf-8"),
+                  "/view.css": (self._style, "text/css; charset=utf-8")}
+        if path in static:
+            body, kind = static[path]
+            start_response("200 OK", [("Content-Type", kind)])
+            return [body.encode()]
         if path == "/stats.json":
             start_response("200 OK", [("Content-Type", "application/json")])
             return [json.dumps(self.stats()).encode()]

@@ -9,6 +9,7 @@ from typing import Any
 import zmq
 
 from lineside.edge import protocol
+from lineside.edge.curve import curve_server
 
 POLL_MS = 100
 
@@ -18,11 +19,12 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 class ControlStage:
     name = "control"
 
-    def __init__(self, endpoint: str, context: zmq.Context,
-                 handlers: dict[str, Handler]) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context, handlers: dict[str, Handler],
+                 curve_secret: str = "") -> None:
         self.endpoint = endpoint
         self.context = context
         self.handlers = handlers
+        self.curve_secret = curve_secret  # "" = no CURVE on this socket
 
     def reply(self, raw: bytes) -> dict[str, Any]:
         """The answer to one request (untrusted bytes)."""
@@ -39,6 +41,8 @@ class ControlStage:
 
     def run(self, stop: threading.Event) -> None:
         sock = self.context.socket(zmq.REP)
+        if self.curve_secret:
+            curve_server(sock, self.curve_secret)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(self.endpoint)
         try:

@@ -156,21 +156,32 @@ def load_model(path: str | Path, settings: ModelSettings) -> LoadedModel:
 class ModelSlot:
     """The model in service, and hot swap: load and warm a candidate beside it, then
     switch between two batches. On any failure the serving model stays (roll back =
-    never switched). `emit` publishes the `model` event; `on_swap` sees the new model."""
+    never switched). Only bundles inside `allowed` are loaded: the control socket must not
+    be a way to run any file on the box. `emit` publishes the `model` event; `on_swap`
+    sees the outcome."""
 
     def __init__(self, model: LoadedModel, loader: Callable[[str], LoadedModel],
                  emit: Callable[[dict[str, Any]], None],
-                 on_swap: Callable[[LoadedModel, str], None]) -> None:
+                 on_swap: Callable[[LoadedModel, str], None], allowed: Path) -> None:
         self.current = model
         self._loader = loader
         self._emit = emit
         self._on_swap = on_swap
+        self.allowed = allowed.resolve()
         self._lock = threading.Lock()
 
     def swap(self, path: str) -> dict[str, Any]:
         with self._lock:
             began = time.monotonic()
             serving = str(self.current.bundle.root)
+            if not Path(path).resolve().is_relative_to(self.allowed):
+                reason = f"{path} is outside {self.allowed}, where swaps may load bundles " \
+                         "from (bundle_root)"
+                log.error("hot swap refused: %s", reason)
+                self._on_swap(self.current, "refused")
+                self._emit({"kind": "model", "status": "refused", "bundle": str(path),
+                            "reason": reason, "serving": serving})
+                return {"ok": False, "error": reason, "serving": serving}
             try:
                 candidate = self._loader(path)
             except Exception as exc:

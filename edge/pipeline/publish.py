@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-import zmq.auth
 
 from lineside.edge import protocol
 from lineside.edge.config import ServeConfig
+from lineside.edge.curve import curve_server
 from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.watchdog import Progress
 from lineside.edge.postprocess import VERDICT_REJECT
@@ -59,14 +59,6 @@ class Outbox:
         return self._queue.qsize()
 
 
-def secure(sock: zmq.Socket, secret_file: str) -> None:
-    """Make `sock` a CURVE server with the key pair in `secret_file` (zmq.auth format)."""
-    public, secret = zmq.auth.load_certificate(secret_file)
-    if secret is None:
-        raise RuntimeError(f"{secret_file} holds no secret key")
-    sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
-
-
 class PublishStage:
     name = "publish"
 
@@ -93,8 +85,8 @@ class PublishStage:
 
     def run(self) -> None:
         sock = self.context.socket(zmq.PUB)
-        if self.config.curve_secret:
-            secure(sock, self.config.curve_secret)
+        if self.config.curve_on("results"):
+            curve_server(sock, self.config.curve_secret)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.LINGER, 2000)  # flush the last results on shutdown
         sock.bind(self.config.output)

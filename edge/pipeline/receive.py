@@ -19,6 +19,7 @@ import zmq
 
 from lineside.edge import protocol
 from lineside.edge.config import ServeConfig
+from lineside.edge.curve import curve_server
 from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.frame_queues import FrameQueues
 from lineside.edge.pipeline.watchdog import InFlight, Progress
@@ -143,6 +144,8 @@ class ReceiveStage:
         sock = self.context.socket(zmq.SUB if sub else zmq.PULL)
         if sub:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if self.config.curve_on("input"):
+            curve_server(sock, self.config.curve_secret)
         sock.setsockopt(zmq.RCVHWM, 64)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         sock.setsockopt(zmq.LINGER, 0)

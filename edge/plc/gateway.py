@@ -32,10 +32,10 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-import zmq.auth
 
 from lineside.edge import protocol
 from lineside.edge.accounting import RESULT, outcome
+from lineside.edge.curve import curve_client
 from lineside.edge.plc.config import VERDICT_CODES, CameraTags, PlcConfig
 from lineside.edge.plc.writers import PlcWriteError, PlcWriter, create_writer
 
@@ -253,10 +253,8 @@ class Gateway:
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.config.reconnect_max_s * 1000))
         if self.config.curve_client_secret:
-            server_public, _ = zmq.auth.load_certificate(self.config.curve_server_public)
-            public, secret = zmq.auth.load_certificate(self.config.curve_client_secret)
-            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = \
-                server_public, public, secret
+            curve_client(sock, self.config.curve_server_public,
+                         self.config.curve_client_secret)
         for topic in (protocol.TOPIC_REJECT, protocol.TOPIC_EVENT):
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sock.connect(self.config.daemon)

@@ -17,6 +17,7 @@ import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from lineside.edge import protocol
+from lineside.edge.protocol import FrameHeader
 from tests.helpers import free_endpoint
 from tests.system.line import assert_every_frame_once, collect, header, serve, strip
 
@@ -121,6 +122,56 @@ def test_sub_mode_reports_exactly_the_frame_ids_that_never_arrived(trained_bundl
         camera.close(linger=0)
 
 
+def test_a_camera_restart_in_sub_mode_reports_exactly_the_lost_ids(trained_bundle):
+    context = zmq.Context.instance()
+    camera = context.socket(zmq.PUB)
+    endpoint = free_endpoint()
+    camera.bind(endpoint)
+
+    def send(frame_id: int, stream: str) -> None:
+        head = FrameHeader("cam0", frame_id, time.time_ns(), "mono8", (64, 64),
+                           stream_id=stream)
+        camera.send_multipart(protocol.encode_frame(head, strip(frame_id, (64, 64))))
+        time.sleep(0.01)
+
+    try:
+        with serve(trained_bundle, input_mode="sub", frames_in=endpoint) as d:
+            probe = 0
+            while not collect(d.subscriber, 1, timeout_s=0.3).results:
+                send(probe, "probe")
+                probe += 1
+                assert probe < 200, "daemon never subscribed"
+            collect(d.subscriber, 10**6, timeout_s=1.0)
+            before, after = [0, 1, 2, 5, 6], [0, 1, 4, 5]  # lost: 3, 4, then 2, 3
+            for frame_id in before:
+                send(frame_id, "boot-1")
+            for frame_id in after:  # the camera restarted and counts from 0 again
+                send(frame_id, "boot-2")
+            book = collect(d.subscriber, len(before) + len(after) + 4)
+            assert book.ids("results", "cam0") == before + after
+            assert book.ids("drops", "cam0") == [3, 4, 2, 3]
+            restarts = [b for t, b in book.others if b.get("kind") == "frame_order"]
+            # The probe stream ended at a new stream id too: both changes are reported.
+            assert [(b["issue"], b["stream_id"]) for b in restarts][-1] == \
+                ("restart", "boot-2")
+    finally:
+        camera.close(linger=0)
+
+
+def test_repeated_frame_ids_are_reported_and_each_frame_gets_one_verdict(trained_bundle):
+    with serve(trained_bundle) as d:
+        ids = [0, 1, 1, 0]
+        for frame_id in ids:
+            d.sender.send(header("cam0", frame_id), strip(frame_id))
+        book = collect(d.subscriber, len(ids))
+        time.sleep(0.5)
+        collect(d.subscriber, 10**6, timeout_s=0.5, into=book)
+        assert book.ids("results") == ids  # one verdict per frame sent, in order
+        order = [(b["issue"], b["frame_id"], b["previous"]) for t, b in book.others
+                 if b.get("kind") == "frame_order"]
+        assert order == [("repeated", 1, 1), ("backwards", 0, 1)]
+
+
 def test_sigterm_drains_in_flight_frames_and_exits_zero(trained_bundle):
     with serve(trained_bundle) as d:
         n = 8
@@ -185,7 +236,8 @@ def test_hot_swap_under_load_loses_no_frame_and_a_broken_bundle_rolls_back(
     second = renamed_copy(trained_bundle, tmp_path, "second-model")
     broken = broken_copy(trained_bundle, tmp_path)
     control = free_endpoint()
-    with serve(trained_bundle, "--control", control, "--max-batch", "7") as d:
+    with serve(trained_bundle, "--control", control, "--max-batch", "7", "--bundle-root",
+               str(tmp_path.parent)) as d:
         n = 60
         sender_done = threading.Event()
 
@@ -216,6 +268,27 @@ def test_hot_swap_under_load_loses_no_frame_and_a_broken_bundle_rolls_back(
         assert models == sorted(models, key=lambda m: m == "second-model")  # one switch
         statuses = [b["status"] for t, b in book.others if b.get("kind") == "model"]
         assert statuses == ["swapped", "rolled_back"]
+
+
+def test_a_swap_outside_the_bundle_root_is_refused(trained_bundle, tmp_path):
+    outside = renamed_copy(trained_bundle, tmp_path, "elsewhere")  # not beside the bundle
+    control = free_endpoint()
+    with serve(trained_bundle, "--control", control) as d:
+        request = zmq.Context.instance().socket(zmq.REQ)
+        request.connect(control)
+        try:
+            for path in (str(outside), str(trained_bundle.parent / ".." / tmp_path.name)):
+                request.send_json({"command": "swap", "bundle": path})
+                reply = request.recv_json()
+                assert reply["ok"] is False and "outside" in reply["error"]
+                assert reply["serving"] == str(trained_bundle)
+        finally:
+            request.close(linger=0)
+        d.sender.send(header("cam0", 1), strip(1))
+        book = collect(d.subscriber, 1)
+        assert book.results[0]["model"] == "mini"
+        refused = [b for t, b in book.others if b.get("kind") == "model"]
+        assert [b["status"] for b in refused] == ["refused", "refused"]
 
 
 def test_sighup_reloads_the_configured_bundle(trained_bundle):

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -60,35 +61,51 @@ def test_stats_and_overlays_over_http(line_with_view):
     reject = cv2.imdecode(np.frombuffer(get(port, "/reject/bad.jpg"), np.uint8),
                           cv2.IMREAD_COLOR)
     assert reject.shape == (256, 800, 3)
-    assert b"EventSource" in get(port, "/") and b"http" not in get(port, "/").split(b"<script>")[1]
+    page, script = get(port, "/"), get(port, "/view.js")
+    assert b"<script>" not in page and b"<style>" not in page  # nothing inline: CSP holds
+    assert b"EventSource" in script and b"http" not in script  # no assets from elsewhere
+    assert b"innerHTML" not in script
 
 
-def chromium_paths() -> tuple[str, str] | None:
+def test_every_response_carries_a_restrictive_content_security_policy(line_with_view):
+    _, port = line_with_view
+    for path in ("/", "/view.js", "/view.css", "/stats.json", "/frame/none.jpg"):
+        try:
+            response = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10)
+        except urllib.error.HTTPError as exc:  # the 404 carries it too
+            response = exc
+        policy = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy, path
+        assert "unsafe-inline" not in policy and response.headers["X-Content-Type-Options"]
+
+
+def chromium(tmp_path):
+    """Headless Debian Chromium through chromedriver (skips, saying why, without them)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-def test_page_in_headless_chromium_updates_live(line_with_view, tmp_path):
-    paths = chromium_paths()
-    if paths is None:
+    if not (browser and driver):
         pytest.skip("Chromium and chromedriver are not installed (Debian: apt-get install "
                     "chromium chromium-driver; .ci/run does this)")
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not fetch drivers
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    d, port = line_with_view
     options = webdriver.ChromeOptions()
-    options.binary_location = paths[0]
+    options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(paths[1]), options=options)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_page_in_headless_chromium_updates_live(line_with_view, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d, port = line_with_view
+    browser = chromium(tmp_path)
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         WebDriverWait(browser, 20).until(
@@ -105,5 +122,37 @@ def test_page_in_headless_chromium_updates_live(line_with_view, tmp_path):
         assert browser.save_screenshot(str(shot))
         picture = cv2.imread(str(shot))
         assert picture is not None and picture.std() > 10  # a rendered page, not blank
+    finally:
+        browser.quit()
+
+
+HOSTILE = ["<img src=x onerror=\"document.title='pwned'\">",
+           "<script>window.pwned=1</script>"]
+
+
+def test_a_hostile_camera_id_runs_no_script_in_the_operator_s_browser(line_with_view,
+                                                                      tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d, port = line_with_view
+    browser = chromium(tmp_path)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(browser, 20).until(
+            lambda b: b.find_element(By.ID, "connection").text == "live")
+        for i, camera in enumerate(HOSTILE):
+            d.sender.send(header(camera, i, (256, 512)), strip(i, (256, 512)))
+        assert len(collect(d.subscriber, len(HOSTILE)).results) == len(HOSTILE)
+        WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(
+            By.CSS_SELECTOR, ".camera .name")) == len(HOSTILE))
+        time.sleep(1.5)  # several live updates, and the overlays, have arrived
+        names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".camera .name")]
+        assert sorted(names) == sorted(HOSTILE)  # shown as text, exactly as sent
+        assert browser.title == "lineside operator view"
+        assert browser.execute_script("return window.pwned === undefined")
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert all(i.get_attribute("class") in ("latest", "reject") for i in images)
+        assert len(images) == 2 * len(HOSTILE)  # no element made from a camera id
     finally:
         browser.quit()

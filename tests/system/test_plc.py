@@ -257,6 +257,56 @@ def test_curve_admits_the_right_gateway_and_refuses_wrong_keys(trained_bundle, t
             plain.close()
 
 
+def test_curve_on_input_and_control_refuses_clients_without_the_keys(trained_bundle,
+                                                                     tmp_path):
+    from lineside.edge.client import FrameSender
+    from lineside.edge.curve import curve_client
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    keys.mkdir()
+    allowed.mkdir()
+    server_public, server_secret = zmq.auth.create_certificates(keys, "daemon")
+    camera_public, camera_secret = zmq.auth.create_certificates(keys, "camera")
+    _, intruder_secret = zmq.auth.create_certificates(keys, "intruder")
+    (allowed / "camera.key").write_bytes(Path(camera_public).read_bytes())
+    frames_in, control = free_endpoint(), free_endpoint()
+    with serve(trained_bundle, "--curve-secret", server_secret, "--curve-clients",
+               str(allowed), "--curve-socket", "results", "--curve-socket", "input",
+               "--curve-socket", "control", "--control", control, frames_in=frames_in,
+               curve=(server_public, camera_secret)) as d:
+        d.sender.close()  # the plain sender of `serve` has no keys
+        for curve in (None, (server_public, intruder_secret)):
+            refused = FrameSender(frames_in, curve=curve)
+            refused.send(header("cam0", 1), strip(1))
+            refused.close()
+        context = zmq.Context.instance()
+        for curve in (None, (server_public, intruder_secret)):
+            request = context.socket(zmq.REQ)
+            if curve:
+                curve_client(request, *curve)
+            request.connect(control)
+            request.send_json({"command": "status"})
+            assert not request.poll(1500), "the control socket answered a client without keys"
+            request.close(linger=0)
+        time.sleep(1.0)
+        camera = FrameSender(frames_in, curve=(server_public, camera_secret))
+        camera.send(header("cam0", 2), strip(2))
+        got = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            message = d.subscriber.receive(0.5)
+            if message and message[0] == "reject":
+                got.append(message[1])
+        camera.close()
+        assert [g["frame_id"] for g in got] == [2]  # only the camera with the keys
+        request = context.socket(zmq.REQ)
+        curve_client(request, server_public, camera_secret)
+        request.connect(control)
+        request.send_json({"command": "status"})
+        assert request.poll(10_000) and request.recv_json()["counters"]["received"] == 1
+        request.close(linger=0)
+
+
 def test_opcua_gateway_writes_the_node_map(trained_bundle, tmp_path):
     from asyncua import Client, Server, ua
 

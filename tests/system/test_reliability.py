@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -260,3 +261,34 @@ def test_sigkill_under_a_supervisor_resumes_quickly(trained_bundle):
     finally:
         sender.close()
         subscriber.close()
+
+
+def test_a_hundred_thousand_made_up_camera_ids_leave_memory_flat(trained_bundle):
+    """Past max_cameras, frames of new cameras are refused with an error event and no
+    per-camera state (no queue, no metrics series, no id tracking) is created."""
+    n, cameras = 100_000, 16
+    with serve(trained_bundle, "--max-cameras", str(cameras)) as d:
+        parts = [protocol_frame(f"cam{i:06d}", i) for i in range(n)]
+        for message in parts[:2000]:  # warm-up: the admitted cameras and the error path
+            d.sender.send_raw(message)
+        warm = Accounting(keep=False)
+        collect(d.subscriber, 2000, into=warm)
+        before = rss_mb(d.proc.pid)
+        book = Accounting(keep=False)
+        for message in parts[2000:]:
+            d.sender.send_raw(message)
+        collect(d.subscriber, n - 2000, timeout_s=300, into=book)
+        after = rss_mb(d.proc.pid)
+        assert warm.counts["result"] == cameras and warm.counts["error"] == 2000 - cameras
+        assert book.counts == {"result": 0, "error": n - 2000, "drop": 0}
+        assert after - before < 20, f"RSS {before:.1f} -> {after:.1f} MB"
+        assert d.proc.poll() is None
+    FIGURES["camera_flood"] = {"sent": n, "admitted_cameras": cameras,
+                               "error_events": warm.counts["error"] + book.counts["error"],
+                               "rss_before_mb": round(before, 1),
+                               "rss_after_mb": round(after, 1)}
+
+
+def protocol_frame(camera: str, frame_id: int) -> list[bytes]:
+    return encode_frame(FrameHeader(camera, frame_id, 1, "mono8", (8, 8)),
+                        np.zeros((8, 8), np.uint8))
