@@ -71,6 +71,10 @@ class CameraSettings:
                                     help="[x, y, width, height] cut before tiling")
     deadline_ms: float = setting(0.0, help="results later than this get the fail-safe "
                                  "verdict (0: off)")
+    report_gaps: bool = setting(False, help="PULL mode: report ids missing from a camera's "
+                                "count as drops (cameras that count without holes at the "
+                                "source, such as edge-camera-bridge's camera block ids); "
+                                "SUB mode always does")
     thresholds: dict[int, float] = setting(
         default_factory=dict, flag="--threshold", metavar="CLASS=P",
         help="override a class's probability threshold (repeatable)")

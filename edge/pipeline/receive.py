@@ -40,17 +40,19 @@ class IdCheck:
 
 
 class FrameIdTracker:
-    """Frame ids per camera: gaps (SUB drops silently under load), repeats, ids that go
+    """Frame ids per camera: gaps (SUB drops silently under load; a camera bridge that
+    sends the camera's own block ids shows what was lost before it), repeats, ids that go
     backwards, and restarts (a new `stream_id`, or in SUB mode any id that goes backwards:
     a camera or bridge that starts counting from 0 again). After a restart, gaps are
     counted within the new stream, so they stay exact across restarts."""
 
     def __init__(self, report_gaps: bool) -> None:
-        self.report_gaps = report_gaps
+        self.report_gaps = report_gaps  # for every camera (SUB mode)
         self._last: dict[str, int] = {}
         self._stream: dict[str, str | None] = {}
 
-    def observe(self, camera_id: str, frame_id: int, stream_id: str | None = None) -> IdCheck:
+    def observe(self, camera_id: str, frame_id: int, stream_id: str | None = None,
+                report_gaps: bool = False) -> IdCheck:
         last = self._last.get(camera_id)
         restarted = camera_id in self._stream and stream_id != self._stream[camera_id]
         self._stream[camera_id] = stream_id
@@ -58,7 +60,7 @@ class FrameIdTracker:
             self._last[camera_id] = frame_id
             if restarted:
                 return IdCheck(issue="restart", previous=last)
-            if last is not None and self.report_gaps and frame_id > last + 1:
+            if last is not None and (self.report_gaps or report_gaps) and frame_id > last + 1:
                 return IdCheck(missing=range(last + 1, frame_id))
             return IdCheck()
         if frame_id == last:
@@ -75,9 +77,10 @@ ISSUES = {"repeated": "frame id repeated: this camera already sent it",
           "restart": "the camera's frame ids started again (a camera or bridge restart)"}
 
 
-def gap_events(camera_id: str, missing: range) -> list[dict[str, Any]]:
+def gap_events(camera_id: str, missing: range, sub: bool = True) -> list[dict[str, Any]]:
     """Drop events for ids that never arrived: one per id, then one range event."""
-    reason = "never arrived (gap in the SUB stream)"
+    reason = "never arrived (gap in the SUB stream)" if sub else \
+        "never arrived (gap in the camera's own frame count, lost before the daemon)"
     events: list[dict[str, Any]] = [
         {"kind": "drop", "camera_id": camera_id, "frame_id": lost, "reason": reason}
         for lost in missing[:MAX_GAP_EVENTS]]
@@ -206,10 +209,11 @@ class ReceiveStage:
 
     def _check_ids(self, header: protocol.FrameHeader) -> None:
         """Gap drops and frame-order events; the frame itself goes on to its verdict."""
-        check = self.ids.observe(header.camera_id, header.frame_id, header.stream_id)
+        check = self.ids.observe(header.camera_id, header.frame_id, header.stream_id,
+                                 self.config.for_camera(header.camera_id).report_gaps)
         if check.missing:
             self.counters.dropped(header.camera_id, "never_arrived", len(check.missing))
-            for event in gap_events(header.camera_id, check.missing):
+            for event in gap_events(header.camera_id, check.missing, self.ids.report_gaps):
                 self.emit(event)
         if check.issue:
             self.counters.frame_order(header.camera_id, check.issue)

@@ -14,6 +14,9 @@ from typing import Any
 from lineside.edge.config import ConfigError, build_dataclass, read_toml_table
 
 PROTOCOLS = ("modbus", "opcua")
+# OPC UA security policies the gateway offers (asyncua's names) and message modes.
+OPCUA_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
+OPCUA_MODES = ("Sign", "SignAndEncrypt")
 VERDICT_CODES = {"OK": 1, "REJECT": 2, "ERROR": 3}
 
 
@@ -50,6 +53,14 @@ class PlcConfig:
     fault: Any = None  # bit: line to safe state
     heartbeat: Any = None  # 16-bit word toggled 0/1 while the daemon is alive
     cameras: dict[str, CameraTags] = field(default_factory=dict)
+    # OPC UA security (opcua only): "" for none, else POLICY[,MODE] with MODE Sign or
+    # SignAndEncrypt (default), e.g. "Basic256Sha256,SignAndEncrypt"; the gateway's
+    # certificate and private key, and the PLC's certificate to pin it, come from files.
+    opcua_security: str = ""
+    opcua_certificate: str = ""  # this gateway's application certificate (DER or PEM)
+    opcua_private_key: str = ""  # its private key (PEM)
+    opcua_server_certificate: str = ""  # the PLC server's certificate ("" = as offered)
+    opcua_application_uri: str = "urn:lineside:edge-plc"  # must match the certificate's
     # CURVE for a daemon on another host (key files from zmq.auth.create_certificates).
     curve_server_public: str = ""  # the daemon's public key file
     curve_client_secret: str = ""  # this gateway's secret key file (.key_secret)
@@ -69,6 +80,14 @@ class PlcConfig:
         if self.reject_pulse_ms < 0 or self.reject_gap_ms < 0 or self.fault_hold_s < 0:
             raise ConfigError("reject_pulse_ms, reject_gap_ms and fault_hold_s must not be "
                               "negative")
+        if self.opcua_security:
+            policy, _, mode = self.opcua_security.partition(",")
+            if policy not in OPCUA_POLICIES or (mode or "SignAndEncrypt") not in OPCUA_MODES:
+                raise ConfigError(f"opcua_security: {self.opcua_security!r} is not POLICY[,MODE]"
+                                  f" with POLICY in {OPCUA_POLICIES}, MODE in {OPCUA_MODES}")
+            for name in ("opcua_certificate", "opcua_private_key"):
+                if not getattr(self, name) or not Path(getattr(self, name)).is_file():
+                    raise ConfigError(f"{name}: OPC UA security needs this file")
         if bool(self.curve_server_public) != bool(self.curve_client_secret):
             raise ConfigError("CURVE needs both curve_server_public and curve_client_secret")
         return self

@@ -85,10 +85,26 @@ class OpcUaWriter(PlcWriter):
         from asyncua import Client
 
         self.client = Client(config.url, timeout=2)
+        self.config = config
         self._connected = False
+
+    async def _secure(self) -> None:
+        """Sign (and encrypt) the session with the configured policy and certificates."""
+        from asyncua import ua
+        from asyncua.crypto import security_policies
+
+        policy, _, mode = self.config.opcua_security.partition(",")
+        self.client.application_uri = self.config.opcua_application_uri
+        await self.client.set_security(
+            getattr(security_policies, f"SecurityPolicy{policy}"),
+            self.config.opcua_certificate, self.config.opcua_private_key,
+            server_certificate=self.config.opcua_server_certificate or None,
+            mode=getattr(ua.MessageSecurityMode, mode or "SignAndEncrypt"))
 
     async def connect(self) -> None:
         try:
+            if self.config.opcua_security:
+                await self._secure()
             await self.client.connect()
         except Exception as exc:
             raise PlcWriteError(f"OPC UA connection failed: {exc}") from exc

@@ -128,8 +128,10 @@ def strip(seed: int, shape: tuple[int, int] = (256, 1600)) -> np.ndarray:
     return np.random.default_rng(seed).integers(60, 140, shape, dtype=np.uint8)
 
 
-def header(camera: str, frame_id: int, shape: tuple[int, int] = (256, 1600)) -> FrameHeader:
-    return FrameHeader(camera, frame_id, time.time_ns(), "mono8", shape)
+def header(camera: str, frame_id: int, shape: tuple[int, int] = (256, 1600),
+           line_position: float | None = None) -> FrameHeader:
+    return FrameHeader(camera, frame_id, time.time_ns(), "mono8", shape,
+                       line_position=line_position)
 
 
 class Accounting(Ledger):

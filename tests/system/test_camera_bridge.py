@@ -45,7 +45,8 @@ def test_header_bytes_identical_to_the_python_library(native_build):
         FrameHeader("cam0", 42, 1764110000000000000, "mono8", (256, 1600)),
         FrameHeader('lane "2"\\é€😀', 0, 0, "bgr8", (8, 16, 3), line_position=12.5),
         FrameHeader("c", 18446744073709551615, 1, "png", (1, 1), line_position=100.0),
-        FrameHeader("tab\there", 7, 7, "jpeg", (2, 3), line_position=1e-07),
+        FrameHeader("tab\there", 7, 7, "jpeg", (2, 3), line_position=1e-07,
+                    stream_id="gige0-5f3a-1"),
     ]
     assert printed.splitlines() == [protocol.encode_header(h) for h in expected]
 
@@ -81,7 +82,7 @@ def test_fake_camera_frames_all_get_results(native_build, trained_bundle):
     try:
         time.sleep(1.0)  # the fake camera opens its GVCP port
         assert camera.poll() is None, "the fake camera did not start"
-        with serve(trained_bundle, "--max-batch", "8") as d:
+        with serve(trained_bundle, "--max-batch", "8", "--report-gaps") as d:
             n = 20
             bridge = subprocess.run(
                 [str(binary), "--camera", "127.0.0.1", "--endpoint", d.frames_in,
@@ -93,7 +94,11 @@ def test_fake_camera_frames_all_get_results(native_build, trained_bundle):
                               map(int, bridge.stdout.split()[1::2]), strict=True))
             assert counts["sent"] == n
             book = collect(d.subscriber, n, into=Accounting())
-            assert_every_frame_once(book, {("gige0", i) for i in range(n)})
+            # Frame ids are the camera's own block ids: consecutive when nothing was lost
+            # between camera and bridge (a gap would be a drop event here).
+            ids = book.ids("results", "gige0")
+            assert len(ids) == n and ids == list(range(ids[0], ids[0] + n))
+            assert_every_frame_once(book, {("gige0", i) for i in ids})
             assert all(r["verdict"] in ("OK", "REJECT") for r in book.results)
             got_events = []
             while events.poll(200):

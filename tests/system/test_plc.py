@@ -21,7 +21,8 @@ from tests.system.line import SPLIT_VERDICTS_CONFIG, header, serve, stop_process
 pytestmark = pytest.mark.slow
 
 FAULT, HEARTBEAT = 0, 0  # coil 0, holding register 0
-BAD = {"reject": 10, "last_frame_id": 100, "verdict": 102, "results": 104, "rejects": 106}
+BAD = {"reject": 10, "last_frame_id": 100, "verdict": 102, "results": 104, "rejects": 106,
+       "line_position": 140}
 GOOD = {"reject": 11, "last_frame_id": 120, "verdict": 122, "results": 124, "rejects": 126}
 DAEMON_CONFIG = SPLIT_VERDICTS_CONFIG
 
@@ -307,61 +308,77 @@ def test_curve_on_input_and_control_refuses_clients_without_the_keys(trained_bun
         request.close(linger=0)
 
 
-def test_opcua_gateway_writes_the_node_map(trained_bundle, tmp_path):
-    from asyncua import Client, Server, ua
+OPCUA_NAMES = ["Fault", "Heartbeat", "Bad.Reject", "Bad.LastFrame", "Bad.Verdict",
+               "Bad.Results", "Bad.Rejects"]
 
-    port = free_port()
-    url = f"opc.tcp://127.0.0.1:{port}/lineside/"
-    names = ["Fault", "Heartbeat", "Bad.Reject", "Bad.LastFrame", "Bad.Verdict",
-             "Bad.Results", "Bad.Rejects"]
-    types = {"Fault": ua.VariantType.Boolean, "Bad.Reject": ua.VariantType.Boolean,
-             "Heartbeat": ua.VariantType.UInt16, "Bad.Verdict": ua.VariantType.UInt16}
-    ready, stop_server = threading.Event(), threading.Event()
-    loop = asyncio.new_event_loop()
 
-    async def run_server() -> None:
+class OpcUaPlc:
+    """An asyncua server on its own thread with the nodes a PLC program would expose,
+    optionally offering only a signed-and-encrypted endpoint (Basic256Sha256)."""
+
+    def __init__(self, security: tuple[Path, Path] | None = None) -> None:
+        self.url = f"opc.tcp://127.0.0.1:{free_port()}/lineside/"
+        self.security = security  # (server certificate, server private key)
+        self.reader: tuple[Path, Path] | None = None  # a client certificate and key
+        self._ready, self._stop = threading.Event(), threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=lambda: self._loop.run_until_complete(self._serve()), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30)
+
+    async def _serve(self) -> None:
+        from asyncua import Server, ua
+
+        types = {"Fault": ua.VariantType.Boolean, "Bad.Reject": ua.VariantType.Boolean,
+                 "Heartbeat": ua.VariantType.UInt16, "Bad.Verdict": ua.VariantType.UInt16}
         server = Server()
         await server.init()
-        server.set_endpoint(url)
+        server.set_endpoint(self.url)
+        if self.security:
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            await server.load_certificate(str(self.security[0]))
+            await server.load_private_key(str(self.security[1]))
         ns = await server.register_namespace("urn:lineside:test")
         line = await server.nodes.objects.add_object(ns, "Line")
-        for name in names:
+        for name in OPCUA_NAMES:
             variant = types.get(name, ua.VariantType.UInt32)
             default = False if variant == ua.VariantType.Boolean else 0
             var = await line.add_variable(ua.NodeId(f"Line.{name}", ns), name,
                                           ua.Variant(default, variant))
             await var.set_writable()
         async with server:
-            ready.set()
-            while not stop_server.is_set():
+            self._ready.set()
+            while not self._stop.is_set():
                 await asyncio.sleep(0.1)
 
-    thread = threading.Thread(target=lambda: loop.run_until_complete(run_server()), daemon=True)
-    thread.start()
-    assert ready.wait(30)
+    def value(self, name: str):
+        from asyncua import Client
+        from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
-    async def read(name: str):
-        async with Client(url) as client:
-            ns = await client.get_namespace_index("urn:lineside:test")
-            return await client.get_node(f"ns={ns};s=Line.{name}").read_value()
+        async def read():
+            client = Client(self.url)
+            if self.reader:
+                client.application_uri = "urn:lineside:edge-plc"
+                await client.set_security(SecurityPolicyBasic256Sha256, str(self.reader[0]),
+                                          str(self.reader[1]))
+            async with client:
+                ns = await client.get_namespace_index("urn:lineside:test")
+                return await client.get_node(f"ns={ns};s=Line.{name}").read_value()
 
-    def value(name: str):
-        return asyncio.run(read(name))
+        return asyncio.run(read())
 
-    node = "ns=2;s=Line.{}"
-    config = tmp_path / "plc.toml"
-    daemon_config = tmp_path / "serve.toml"
-    daemon_config.write_text(DAEMON_CONFIG)
-    try:
-        with serve(trained_bundle, "--config", str(daemon_config)) as d:
-            config.write_text(f"""
+    def config(self, path: Path, daemon: str, extra: str = "") -> Path:
+        node = "ns=2;s=Line.{}"
+        path.write_text(f"""
 [plc]
-daemon = "{d.results_out}"
+daemon = "{daemon}"
 protocol = "opcua"
-url = "{url}"
+url = "{self.url}"
 watchdog_s = 2.0
 fault = "{node.format('Fault')}"
 heartbeat = "{node.format('Heartbeat')}"
+{extra}
 [plc.cameras.bad]
 reject = "{node.format('Bad.Reject')}"
 last_frame_id = "{node.format('Bad.LastFrame')}"
@@ -369,20 +386,73 @@ verdict = "{node.format('Bad.Verdict')}"
 results = "{node.format('Bad.Results')}"
 rejects = "{node.format('Bad.Rejects')}"
 """)
-            gateway = start_gateway(config)
+        return path
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_opcua_gateway_writes_the_node_map(trained_bundle, tmp_path):
+    plc = OpcUaPlc()
+    daemon_config = tmp_path / "serve.toml"
+    daemon_config.write_text(DAEMON_CONFIG)
+    try:
+        with serve(trained_bundle, "--config", str(daemon_config)) as d:
+            gateway = start_gateway(plc.config(tmp_path / "plc.toml", d.results_out))
             try:
-                wait_for(lambda: value("Heartbeat") == 1, 30, "the heartbeat node")
+                wait_for(lambda: plc.value("Heartbeat") == 1, 30, "the heartbeat node")
                 for i in range(3):
                     d.sender.send(header("bad", 10 + i, (256, 512)), strip(i, (256, 512)))
-                wait_for(lambda: value("Bad.Results") == 3, 30, "three results")
-                assert value("Bad.Rejects") == 3 and value("Bad.LastFrame") == 12
-                assert value("Bad.Verdict") == 2 and value("Bad.Reject") is True
-                assert value("Fault") is False
+                wait_for(lambda: plc.value("Bad.Results") == 3, 30, "three results")
+                assert plc.value("Bad.Rejects") == 3 and plc.value("Bad.LastFrame") == 12
+                assert plc.value("Bad.Verdict") == 2 and plc.value("Bad.Reject") is True
+                assert plc.value("Fault") is False
             finally:
                 stop_process(gateway)
     finally:
-        stop_server.set()
-        thread.join(10)
+        plc.stop()
+
+
+def make_certificate(folder: Path, name: str, uri: str) -> tuple[Path, Path]:
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    cert, key = folder / f"{name}.der", folder / f"{name}.pem"
+    asyncio.run(setup_self_signed_certificate(
+        key, cert, uri, "127.0.0.1",
+        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+        {"commonName": name, "organizationName": "lineside test"}))
+    return cert, key
+
+
+def test_opcua_with_basic256sha256_sign_and_encrypt(trained_bundle, tmp_path):
+    server_cert, server_key = make_certificate(tmp_path, "plc", "urn:lineside:test-plc")
+    client_cert, client_key = make_certificate(tmp_path, "gateway", "urn:lineside:edge-plc")
+    plc = OpcUaPlc(security=(server_cert, server_key))
+    plc.reader = (client_cert, client_key)
+    try:
+        with serve(trained_bundle) as d:
+            plain = start_gateway(plc.config(tmp_path / "plain.toml", d.results_out))
+            try:  # the server offers no unsecured endpoint: a plain gateway writes nothing
+                time.sleep(4)
+                assert plc.value("Heartbeat") == 0
+            finally:
+                stop_process(plain)
+            secured = start_gateway(plc.config(
+                tmp_path / "secured.toml", d.results_out,
+                f'opcua_security = "Basic256Sha256,SignAndEncrypt"\n'
+                f'opcua_certificate = "{client_cert}"\nopcua_private_key = "{client_key}"\n'
+                f'opcua_server_certificate = "{server_cert}"'))
+            try:
+                wait_for(lambda: plc.value("Heartbeat") == 1, 30, "the heartbeat node")
+                d.sender.send(header("bad", 7, (256, 512)), strip(7, (256, 512)))
+                wait_for(lambda: plc.value("Bad.LastFrame") == 7, 30, "the verdict")
+                assert plc.value("Fault") is False
+            finally:
+                stop_process(secured)
+    finally:
+        plc.stop()
 
 
 def test_a_stalled_daemon_and_frames_without_verdicts_set_the_fault_bit(
@@ -509,12 +579,14 @@ def test_ten_quick_rejects_are_ten_countable_events_at_the_plc(trained_bundle, p
             scanner = threading.Thread(target=scan)
             scanner.start()
             for i in range(10):  # published back to back, well under 5 ms apart
-                d.sender.send(header("bad", i, (256, 512)), strip(i, (256, 512)))
+                d.sender.send(header("bad", i, (256, 512), line_position=1000.0 + 10 * i),
+                              strip(i, (256, 512)))
             wait_for(lambda: plc.u32(BAD["rejects"]) == 10, 30, "ten rejects")
             time.sleep(1.5 if pulse_ms else 0.2)  # the pulse train runs out
             sampling = False
             scanner.join()
             assert sum(counted) == 10  # counter mode: every reject counts
+            assert plc.u32(BAD["line_position"]) == 1090  # the ejector's encoder count
             if pulse_ms:
                 assert len(rising) == 10  # pulse mode: one rising edge per reject
                 assert plc.coil(BAD["reject"]) is False

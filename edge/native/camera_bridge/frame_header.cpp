@@ -118,6 +118,7 @@ std::string encode_header(const FrameHeader& h) {
     for (std::size_t k = 0; k < h.shape.size(); ++k) json << (k ? "," : "") << h.shape[k];
     json << "]";
     if (h.line_position) json << ",\"line_position\":" << python_float(*h.line_position);
+    if (!h.stream_id.empty()) json << ",\"stream_id\":" << json_string(h.stream_id);
     json << "}";
     return json.str();
 }

@@ -19,6 +19,7 @@ struct FrameHeader {
     std::string encoding = "mono8";  // mono8 | bgr8 | jpeg | png
     std::vector<int> shape;          // {height, width} or {height, width, 3}
     std::optional<double> line_position;
+    std::string stream_id;  // "" = none; changes when the frame count starts again
 };
 
 // JSON string literal (with quotes) as Python's json.dumps(ensure_ascii=True) writes it.

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
         FrameHeader b{"lane \"2\"\\\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 0, 0, "bgr8",
                       {8, 16, 3}, 12.5};
         FrameHeader c{"c", 18446744073709551615ULL, 1, "png", {1, 1}, 100.0};
-        FrameHeader d{"tab\there", 7, 7, "jpeg", {2, 3}, 1e-07};
+        FrameHeader d{"tab\there", 7, 7, "jpeg", {2, 3}, 1e-07, "gige0-5f3a-1"};
         for (const auto& h : {a, b, c, d}) std::printf("%s\n", encode_header(h).c_str());
         return 0;
     }
@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
            "{\"schema\":1,\"camera_id\":\"c\",\"frame_id\":18446744073709551615,"
            "\"timestamp_ns\":1,\"encoding\":\"png\",\"shape\":[1,1],\"line_position\":100.0}",
            "largest frame id and a whole-number position");
+    expect(encode_header({"c", 3, 1, "mono8", {1, 1}, {}, "boot-2"}),
+           "{\"schema\":1,\"camera_id\":\"c\",\"frame_id\":3,\"timestamp_ns\":1,"
+           "\"encoding\":\"mono8\",\"shape\":[1,1],\"stream_id\":\"boot-2\"}",
+           "a stream id");
     expect(lineside::encode_event("drop", "cam0", "incomplete buffer", {{"incomplete", 3}}),
            "{\"schema\":1,\"kind\":\"drop\",\"source\":\"camera-bridge\",\"camera_id\":\"cam0\","
            "\"reason\":\"incomplete buffer\",\"counters\":{\"incomplete\":3}}",

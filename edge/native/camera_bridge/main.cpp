@@ -273,7 +273,13 @@ int main(int argc, char** argv) {
         Events events(context, options.events, options.camera_id);
         ReturnQueue returns;
         Camera camera;
-        std::uint64_t next_frame_id = 0;  // ours, contiguous: the daemon's gap detection
+        // Frame ids are the camera's own block ids, so a buffer lost between camera and
+        // bridge (or an incomplete one, never published) is a gap the daemon reports as a
+        // drop (camera setting report_gaps); each camera open starts a new stream id,
+        // because the camera's count may start again after a reconnect.
+        const std::string boot = std::to_string(now_ns());
+        std::uint64_t opens = 0;
+        std::string stream_id;
         std::uint64_t last_camera_frame = 0;
         bool have_camera_frame = false;
         bool connected = false;
@@ -284,6 +290,8 @@ int main(int argc, char** argv) {
                 try {
                     camera.open(options);
                     connected = true;
+                    stream_id = options.camera_id + "-" + boot + "-" + std::to_string(++opens);
+                    have_camera_frame = false;
                     if (counters.disconnects) {
                         ++counters.reconnects;
                         events.emit("camera", "camera reconnected", counters);
@@ -336,7 +344,8 @@ int main(int argc, char** argv) {
             const void* data = arv_buffer_get_data(buffer, &size);
             lineside::FrameHeader header;
             header.camera_id = options.camera_id;
-            header.frame_id = next_frame_id;
+            header.frame_id = camera_frame;
+            header.stream_id = stream_id;
             header.timestamp_ns = arv_buffer_get_system_timestamp(buffer);
             if (header.timestamp_ns == 0) header.timestamp_ns = now_ns();
             header.encoding = "mono8";
@@ -368,7 +377,6 @@ int main(int argc, char** argv) {
                 continue;
             }
             ++counters.sent;
-            ++next_frame_id;
             const auto now = std::chrono::steady_clock::now();
             if (now - last_report > std::chrono::seconds(1)) {
                 events.emit("heartbeat", "counters", counters);

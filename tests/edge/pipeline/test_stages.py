@@ -247,3 +247,14 @@ def test_unknown_and_surplus_cameras_are_refused_without_new_state():
     labels = {s.labels.get("camera") for m in capped.counters.registry.collect()
               for s in m.samples if "camera" in s.labels}
     assert labels == {"cam0", "cam1", "unknown"}  # no metrics series per made-up camera
+
+
+def test_a_camera_that_counts_at_the_source_has_its_upstream_losses_reported_in_pull_mode():
+    stage, events, _, counters = receiver(camera=CameraSettings(report_gaps=True))
+    for frame_id in (10, 11, 14):  # a bridge lost 12 and 13 between camera and daemon
+        stage.accept(protocol.encode_frame(FrameHeader("gige0", frame_id, 1, "mono8", (2, 2),
+                                                       stream_id="gige0-1"),
+                                           np.zeros((2, 2), np.uint8)))
+    assert [(e["kind"], e["frame_id"]) for e in events] == [("drop", 12), ("drop", 13)]
+    assert "lost before the daemon" in events[0]["reason"]
+    assert counters.snapshot()["dropped"] == 2
