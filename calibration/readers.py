@@ -3,7 +3,9 @@ implicit INT8 calibration. Runtimes are imported inside, so this module imports 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,16 @@ def onnxruntime_reader(calibration: CalibrationSet, input_name: str, batch: int 
     return SetReader()
 
 
-def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path,
-                                batch: int = 8) -> Any:
+def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path, batch: int,
+                                dtype: Any = np.uint8, context: Any = None) -> Any:
     """A TensorRT 10 IInt8EntropyCalibrator2 fed from pinned pycuda buffers.
+
+    `batch` is the OPT batch of the calibration profile (a dynamic-shape network is
+    calibrated at that shape: loader.build_engine sets it with `set_calibration_profile`);
+    `dtype` is the network input's (`trt.nptype(network.get_input(0).dtype)`: uint8 for a
+    lineside bundle, whose graph takes raw frames). pycuda needs a CUDA context on the
+    thread that allocates and copies, and TensorRT calls `get_batch` from the builder's
+    thread: the device's primary context (the one TensorRT uses) is pushed around each.
 
     The calibration cache is written beside the engine and reused: a second build on the
     same device does not recalibrate, and a missing cache is logged, never silent.
@@ -48,12 +57,24 @@ def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path,
                            "build the INT8 engine from the bundle's QDQ ONNX")
     manifest = calibration.manifest
     shape = (batch, manifest.channels, manifest.tile_height, manifest.tile_width)
+    if context is None:
+        cuda.init()
+        context = cuda.Device(0).retain_primary_context()
+
+    @contextlib.contextmanager
+    def pushed() -> Iterator[None]:
+        context.push()
+        try:
+            yield
+        finally:
+            context.pop()
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             super().__init__()
-            self.host = cuda.pagelocked_empty(shape, np.float32)
-            self.device = cuda.mem_alloc(self.host.nbytes)
+            with pushed():
+                self.host = cuda.pagelocked_empty(shape, dtype)
+                self.device = cuda.mem_alloc(self.host.nbytes)
             self.batches = calibration.batches(batch)
 
         def get_batch_size(self) -> int:
@@ -62,9 +83,10 @@ def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path,
         def get_batch(self, names: list[str]) -> list[int] | None:
             tiles = next(self.batches, None)
             if tiles is None or len(tiles) < batch:
-                return None
-            self.host[:] = tiles  # the FP32 engine input takes uint8 values as float
-            cuda.memcpy_htod(self.device, self.host)
+                return None  # a short last batch would not fill the OPT shape
+            np.copyto(self.host, tiles, casting="same_kind")
+            with pushed():
+                cuda.memcpy_htod(self.device, self.host)
             return [int(self.device)]
 
         def read_calibration_cache(self) -> bytes | None:
@@ -77,5 +99,9 @@ def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path,
 
         def write_calibration_cache(self, cache: bytes) -> None:
             cache_path.write_bytes(bytes(cache))
+
+        def release(self) -> None:
+            with pushed():
+                self.device.free()
 
     return EntropyCalibrator()

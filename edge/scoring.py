@@ -91,3 +91,42 @@ class Scorecard:
                 "dice_per_class": {str(c): float(dice[:, k].mean())
                                    for k, c in enumerate(self.class_ids)},
                 "image_level": image_level, "images": self.frames}
+
+
+@dataclass
+class Agreement:
+    """How far two models agree on the same frames: Kaggle Dice of one's masks against
+    the other's (per class, 1 when both are empty), verdict agreement, and the frames where
+    a class was found by one and not the other. For comparing variants of a bundle
+    (edge-eval --compare), an engine before it replaces the model it was built from, and
+    a shadow model beside the serving one."""
+
+    class_ids: list[int]
+    dice: list[np.ndarray] = field(default_factory=list)  # (K,) per frame
+    verdicts_same: int = 0
+    disagreements: np.ndarray | None = None  # (K,) frames where presence differed
+
+    def add(self, masks: np.ndarray, reference: np.ndarray, verdict: str = "",
+            reference_verdict: str = "") -> None:
+        self.dice.append(dice_pairs(masks, reference)[0])
+        self.verdicts_same += verdict == reference_verdict
+        found = masks.reshape(len(self.class_ids), -1).any(1)
+        expected = reference.reshape(len(self.class_ids), -1).any(1)
+        differs = (found != expected).astype(int)
+        self.disagreements = differs if self.disagreements is None else \
+            self.disagreements + differs
+
+    @property
+    def frames(self) -> int:
+        return len(self.dice)
+
+    def summary(self) -> dict[str, object]:
+        if not self.dice:
+            return {"frames": 0}
+        dice = np.array(self.dice)
+        return {"frames": self.frames, "dice": float(dice.mean()),
+                "dice_per_class": {str(c): float(dice[:, k].mean())
+                                   for k, c in enumerate(self.class_ids)},
+                "verdict_agreement": self.verdicts_same / self.frames,
+                "disagreements_per_class": {str(c): int(self.disagreements[k])
+                                            for k, c in enumerate(self.class_ids)}}

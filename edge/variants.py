@@ -16,7 +16,7 @@ lives with the tool that acts.
 | trt-fp32/fp16/int8 | | model_<precision>.engine | tensorrt | engines built on the device |
 
 To add a variant: add its row here, make export write it (export/bundle_writer.py), and
-teach the backend that runs it to ask `onnx_variant` / `engine_recipe` for it.
+teach the backend that runs it to ask `onnx_runtime_variant` / `engine_recipe` for it.
 """
 
 from __future__ import annotations
@@ -88,6 +88,24 @@ def onnx_variant(precision: str, device: str) -> ModelVariant:
     if precision == "int8":  # one INT8 file cannot serve both (DOMAIN.md)
         return BY_KEY["int8" if device == "cpu" else "int8-trt"]
     return BY_KEY[precision]
+
+
+# ONNX Runtime's providers that have INT8 kernels for the QDQ graphs (the CUDA provider has
+# no INT8 convolutions: it would dequantise everything, slower than FP16 and lossier).
+INT8_PROVIDERS = ("ort-cpu", "ort-trt")
+
+
+def onnx_runtime_variant(choice: str, backend: str) -> ModelVariant:
+    """The ONNX file ONNX Runtime backend `backend` (ort-cpu, ort-cuda, ort-trt) loads for a
+    precision, or the named variant for an ONNX variant key (edge-bench)."""
+    if choice in PRECISIONS:
+        if choice == "int8" and backend not in INT8_PROVIDERS:
+            raise VariantUnavailable(
+                f"{backend} has no INT8 convolution kernels (the QDQ model would run "
+                "dequantised, slower than fp16): use --backend ort-trt or tensorrt for int8, "
+                "or --precision fp16")
+        return onnx_variant(choice, "cpu" if backend == "ort-cpu" else "gpu")
+    return onnx_for(choice, "cpu" if backend == "ort-cpu" else "gpu")
 
 
 # What a benchmark may name instead of a precision: an ONNX variant run as it is on any

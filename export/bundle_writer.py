@@ -44,6 +44,7 @@ from lineside.export.onnx_export import (
     output_names,
     parity,
 )
+from lineside.export.tensorrt_rules import tensorrt_qdq_problems
 from lineside.tools.evaluation import LabelledFrames, score, score_screen
 from lineside.train.checkpoint import load_checkpoint
 from lineside.train.models import DeployedModel
@@ -145,6 +146,9 @@ def _quantise_with_gate(staging: Path, fp32: Path, manifest: Manifest,
         attempts = []
         for float_ends in FLOAT_ENDS_SCHEDULE:
             excluded = quantize(fp32, path, flavour, calibration, INPUT_NAME, float_ends)
+            if flavour == "tensorrt" and (problems := tensorrt_qdq_problems(path)):
+                raise ExportError(f"{key}: TensorRT's ONNX parser would refuse this graph: "
+                                  + "; ".join(problems[:5]))
             attempt: dict[str, Any] = {"float_layers": excluded}
             if baseline is not None:
                 value, result = _held_out_quality(manifest, path, held_out)

@@ -3,7 +3,8 @@
 - `cpu`: uint8 activations, int8 per-channel weights (U8S8): ONNX Runtime's fast path on
   VNNI CPUs.
 - `tensorrt`: int8 activations and weights, symmetric (zero point 0), per-channel weights,
-  per-tensor activations: the only Q/DQ form TensorRT accepts (slow on a CPU).
+  per-tensor activations, biases left in float: the only Q/DQ form TensorRT's ONNX parser
+  accepts (slow on a CPU); export/tensorrt_rules.py checks every graph against it.
 
 Accuracy is guarded by the caller: if Dice drops too far, the most sensitive layers (the
 first and last convolutions, where the input and the logits live) stay in float, and the
@@ -40,9 +41,12 @@ def flavour_options(flavour: str) -> dict:
         return {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
                 "per_channel": True, "extra_options": {}}
     if flavour == "tensorrt":
+        # Biases stay float: ONNX Runtime would quantise them to int32, and TensorRT's
+        # parser refuses a DequantizeLinear of int32 data (NVIDIA/TensorRT#4542).
         return {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
                 "per_channel": True,
-                "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}}
+                "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
+                                  "QuantizeBias": False}}
     raise ValueError(f"INT8 flavour {flavour!r} is not cpu or tensorrt")
 
 

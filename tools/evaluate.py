@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from lineside.edge.bundle import BundleError
 from lineside.edge.cli.args import model_args, model_settings
@@ -14,8 +16,10 @@ from lineside.edge.cli.common import parser, setup_logging
 from lineside.edge.config import CameraSettings, ConfigError
 from lineside.edge.labels import LabelFormatError
 from lineside.edge.overlay import compare
-from lineside.edge.pipeline.model import compose_model
-from lineside.tools.evaluation import LabelledFrames, score, score_screen
+from lineside.edge.pipeline.model import LoadedModel, compose_model
+from lineside.tools.evaluation import LabelledFrames, compare_variants, score, score_screen
+
+log = logging.getLogger("lineside.tools.evaluate")
 
 EXAMPLES = """\
   edge-eval bundles/mini data/heldout                    # the bundle, best backend here
@@ -23,6 +27,7 @@ EXAMPLES = """\
   edge-eval bundles/r18 data/heldout --precision int8
   edge-eval bundles/r18 data/heldout --precision int8 --screen bundles/screen-r18
   edge-eval bundles/r18 data/labelme-folder              # any label format edge-train reads
+  edge-eval bundles/r18 data/heldout --compare --checkpoint runs/r18.pt   # every variant
 """
 
 
@@ -36,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     group = model_args(defaults="schema", exclude=("inject_faults",))
     group.add_to(ap)
     ap.add_argument("--limit", type=int, default=0, help="first N frames only")
+    ap.add_argument("--compare", action="store_true", help="run every variant the bundle "
+                    "has here (FP32, FP16, both INT8 graphs, TensorRT engines where TensorRT "
+                    "runs) on the same frames: Dice of each, and Dice and verdict agreement "
+                    "against FP32")
+    ap.add_argument("--checkpoint", help="with --compare: the checkpoint the bundle was "
+                    "exported from, as one more variant (needs torch)")
     ap.add_argument("-o", "--out", help="report directory (metrics.json + overlays)")
     args = ap.parse_args(argv)
     setup_logging()
@@ -55,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BundleError, LabelFormatError) as exc:
         print(f"edge-eval: {exc}", file=sys.stderr)
         return 2
+    if args.compare:
+        if not path.is_dir():
+            ap.error("--compare takes a bundle")
+        report = compare_variants(bundle_variants(path, args.checkpoint), frames, classes)
+        print(json.dumps(report, indent=2))
+        print(comparison_table(report))
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     if model.bundle.manifest.task == "classification":  # a screening classifier
         result = score_screen(model, frames, classes)
         print(json.dumps(result, indent=2))
@@ -81,6 +102,44 @@ def main(argv: list[str] | None = None) -> int:
                 cv2.imwrite(str(out / f"{tag}-{Path(frames.names[i]).stem}.png"), image)
         print(f"report and overlays in {out}")
     return 0
+
+
+def bundle_variants(bundle_path: Path, checkpoint: str | None) -> dict[str, LoadedModel]:
+    """Every variant of the bundle that runs here, FP32 first (the reference); the ones
+    that cannot are logged with the reason."""
+    from lineside.edge.backends import BackendUnavailable, create_backend
+    from lineside.edge.bundle import load_bundle
+    from lineside.edge.variants import VARIANTS
+
+    bundle = load_bundle(bundle_path)
+    models: dict[str, LoadedModel] = {}
+    for variant in VARIANTS:
+        if variant.key not in bundle.manifest.models:
+            continue
+        try:
+            backend = create_backend("tensorrt", bundle, variant.precision) \
+                if variant.is_engine else create_backend("ort-cpu", bundle, variant.key)
+            backend.infer(np.zeros((1, *LoadedModel(bundle, backend).tile), np.uint8))
+        except (BackendUnavailable, RuntimeError, BundleError) as exc:
+            log.warning("not comparing %s: %s", variant.key, exc)
+            continue
+        models[variant.key] = LoadedModel(bundle, backend)
+    if checkpoint:
+        from lineside.train.torch_backend import checkpoint_model
+
+        models["checkpoint"] = checkpoint_model(checkpoint)
+    return models
+
+
+def comparison_table(report: dict[str, dict]) -> str:
+    reference = next(iter(report))
+    lines = [f"| variant | Kaggle Dice | Dice vs {reference} | verdicts agree |",
+             "|---|---|---|---|"]
+    for label, row in report.items():
+        against = row[f"vs_{reference}"]
+        lines.append(f"| {label} | {row['dice']:.4f} | {against['dice']:.4f} | "
+                     f"{100 * against['verdict_agreement']:.1f}% |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ import numpy as np
 
 from lineside.edge.backends.base import PRESENCE, infer_in_batches
 from lineside.edge.bundle import ClassSpec
+from lineside.edge.config import ClassRule
 from lineside.edge.labels import open_dataset
 from lineside.edge.pipeline.infer import run_model
 from lineside.edge.pipeline.model import LoadedModel
 from lineside.edge.pipeline.screen import tiles_to_segment
-from lineside.edge.postprocess import apply_gate, threshold_masks
-from lineside.edge.scoring import Scorecard
+from lineside.edge.postprocess import apply_gate, decide, find_defects, threshold_masks
+from lineside.edge.scoring import Agreement, Scorecard
 from lineside.edge.tiling import cut, make_grid
 
 
@@ -97,3 +98,36 @@ def score_screen(model: LoadedModel, frames: LabelledFrames, classes: list[Class
             "defect_tile_recall": float((kept & defect).sum() / max(1, defect.sum())),
             "tiles_segmented_share": float(kept.mean()), "tiles": len(flagged),
             "per_class": per_class, "images": len(frames.names)}
+
+
+def masks_and_verdict(model: LoadedModel, gray: np.ndarray,
+                      classes: list[ClassSpec]) -> tuple[np.ndarray, str]:
+    """A frame's masks and its verdict with the default rules (any defect rejects), as
+    the daemon decides it."""
+    out = run_model(model, gray)
+    masks = apply_gate(threshold_masks(out.probabilities, classes), out.gate, classes)
+    summaries, _ = find_defects(out.probabilities, masks, classes)
+    return masks, decide(summaries, lambda _: ClassRule())[0]
+
+
+def compare_variants(models: dict[str, LoadedModel], frames: LabelledFrames,
+                     classes: list[ClassSpec]) -> dict[str, dict[str, object]]:
+    """Every model on the same frames: its Kaggle Dice against the labels, and its
+    agreement with the first model (the reference, normally FP32): per-class Dice between
+    their masks and verdict agreement."""
+    ids = [c.id for c in classes]
+    reference_label = next(iter(models))
+    reference = [masks_and_verdict(models[reference_label], gray, classes)
+                 for gray in frames.images]
+    report = {}
+    for label, model in models.items():
+        card, agreement = Scorecard(ids), Agreement(ids)
+        for gray, truth, (ref_masks, ref_verdict) in zip(frames.images, frames.truths,
+                                                        reference, strict=True):
+            masks, verdict = masks_and_verdict(model, gray, classes)
+            card.add(masks, truth)
+            agreement.add(masks, ref_masks, verdict, ref_verdict)
+        summary = card.summary()
+        report[label] = {"dice": summary["dice"], "dice_per_class": summary["dice_per_class"],
+                         f"vs_{reference_label}": agreement.summary()}
+    return report

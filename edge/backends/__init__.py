@@ -3,9 +3,9 @@
 | name | runs | which file (lineside.edge.variants) |
 |---|---|---|
 | tensorrt | native TensorRT + pycuda (tensorrt/) | an engine, found or built by its loader |
-| ort-trt | ONNX Runtime, TensorRT provider | `onnx_for(precision, "gpu")` |
-| ort-cuda | ONNX Runtime, CUDA provider | `onnx_for(precision, "gpu")` |
-| ort-cpu | ONNX Runtime on the CPU | `onnx_for(precision, "cpu")` |
+| ort-trt | ONNX Runtime, TensorRT provider | `onnx_runtime_variant(precision, "ort-trt")` |
+| ort-cuda | ONNX Runtime, CUDA provider (no int8) | `onnx_runtime_variant(precision, "ort-cuda")` |
+| ort-cpu | ONNX Runtime on the CPU | `onnx_runtime_variant(precision, "ort-cpu")` |
 
 Optional runtimes are imported inside each factory, so a CPU-only machine imports this
 package without TensorRT or CUDA present. To add a backend: a module with a `Backend`
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from lineside.edge.backends.base import Backend, BackendUnavailable
 from lineside.edge.bundle import Bundle
 from lineside.edge.config import BACKENDS as BACKEND_NAMES
-from lineside.edge.variants import onnx_for
+from lineside.edge.variants import VariantUnavailable, onnx_runtime_variant
 
 Factory = Callable[[Bundle, str, int], Backend]
 
@@ -29,8 +29,20 @@ def _onnxruntime(name: str) -> Factory:
         from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
 
         # A precision picks the device's file; an ONNX variant key (edge-bench) that file.
-        key = onnx_for(precision, "cpu" if name == "ort-cpu" else "gpu").key
-        return OnnxRuntimeBackend(bundle.model_path(key), name=name, threads=threads)
+        try:
+            variant = onnx_runtime_variant(precision, name)
+        except VariantUnavailable as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        if variant.key not in bundle.manifest.models:  # `auto` then tries the next backend
+            raise BackendUnavailable(f"backend {name} runs {precision} from the bundle's "
+                                     f"{variant.key} model, which {bundle.root} does not have "
+                                     f"({sorted(bundle.manifest.models)})")
+        return OnnxRuntimeBackend(bundle.model_path(variant.key), name=name, threads=threads,
+                                  precision=variant.precision,
+                                  tile=(bundle.manifest.in_channels,
+                                        bundle.manifest.tile_height,
+                                        bundle.manifest.tile_width),
+                                  input_name=bundle.manifest.input_name)
 
     return factory
 

@@ -26,8 +26,31 @@ PROVIDERS = {
 }
 
 
+# The TensorRT provider builds one engine per input-shape range: give it the whole range
+# the daemon runs (padded power-of-two batches, base.bucket_size) so that it builds once,
+# and keep engines and timing caches on disk so that it builds once per machine, not at
+# every start and again for every warm-up batch size (minutes on an Orin).
+TRT_PROFILE_BATCHES = (1, 8, 32)  # min, opt, max tiles per call
+
+
+def tensorrt_provider_options(input_name: str, tile: tuple[int, int, int], precision: str,
+                              cache_dir: Path) -> dict[str, str]:
+    """ONNX Runtime TensorRT EP options: engine and timing caches, the batch profile, and
+    the precision flag matching the graph (the FP16 ONNX, or the symmetric QDQ one)."""
+    low, opt, high = (f"{input_name}:{n}x{tile[0]}x{tile[1]}x{tile[2]}"
+                      for n in TRT_PROFILE_BATCHES)
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir),
+            "trt_profile_min_shapes": low, "trt_profile_opt_shapes": opt,
+            "trt_profile_max_shapes": high,
+            "trt_fp16_enable": str(precision == "fp16"),
+            "trt_int8_enable": str(precision == "int8")}
+
+
 class OnnxRuntimeBackend(Backend):
-    def __init__(self, model_path: Path, name: str = "ort-cpu", threads: int = 0) -> None:
+    def __init__(self, model_path: Path, name: str = "ort-cpu", threads: int = 0,
+                 precision: str = "fp32", tile: tuple[int, int, int] | None = None,
+                 input_name: str = "frames") -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -51,8 +74,16 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = threads
         self.name = name
         self.bucketed = name != "ort-cpu"  # a CPU has no per-shape kernel search to avoid
+        providers: list = [p for p in wanted if p in available]
+        if name == "ort-trt" and tile is not None:
+            from lineside.edge.backends.tensorrt.engine import engine_cache_dir
+
+            cache = engine_cache_dir() / "ort-trt"
+            cache.mkdir(parents=True, exist_ok=True)
+            providers[0] = (providers[0], tensorrt_provider_options(input_name, tile,
+                                                                    precision, cache))
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
-                                            providers=[p for p in wanted if p in available])
+                                            providers=providers)
         # ONNX Runtime lists the TensorRT and CUDA providers whenever its GPU build is
         # installed, and when their libraries fail to load it quietly falls back to the
         # next provider. A line must not run on the CPU while the config says GPU.

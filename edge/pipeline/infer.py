@@ -96,14 +96,32 @@ class InferStage:
 class ModelStages:
     """Screen then infer on one worker thread (both are compute on the same device; on a
     small CPU two sessions at once only fight for its cores). A failure in either gives
-    the batch's frames the fail-safe verdict; the pipeline goes on."""
+    the batch's frames the fail-safe verdict; the pipeline goes on.
+
+    After a hot swap, the old model is closed here, on the thread that ran it, once the
+    first batch for the new one arrives: batches come in order, so no later batch needs
+    it (GPU runtimes free device memory, engines and streams only from a thread that can
+    make their context current)."""
 
     def __init__(self, max_batch: int, counters: DaemonCounters | None = None) -> None:
         self.screen = ScreenStage(max_batch, counters)
         self.infer = InferStage(max_batch, counters)
         self.counters = counters
+        self.last_model: LoadedModel | None = None
+        self.closed = 0  # models closed after a swap
+
+    def _retire(self, model: LoadedModel) -> None:
+        previous, self.last_model = self.last_model, model
+        if previous is not None and previous is not model:
+            try:
+                previous.close()
+                self.closed += 1
+                log.info("closed the swapped-out model %s", previous.bundle.root)
+            except Exception:  # a failing close must not fail the new model's batch
+                log.exception("closing the swapped-out model %s failed", previous.bundle.root)
 
     def run(self, batch: Batch) -> list[InferredFrame]:
+        self._retire(batch.model)
         began = time.perf_counter()
         try:
             self.infer.process(self.screen.process(batch))

@@ -7,29 +7,36 @@ import pytest
 
 from lineside.edge.backends import BackendUnavailable, create_backend
 from lineside.edge.backends.onnxruntime import PROVIDERS
-from lineside.edge.backends.tensorrt.engine import EngineSidecar, ShapeProfile, tensorrt_available
-from lineside.edge.bundle import load_bundle
+from lineside.edge.backends.tensorrt.engine import (
+    EngineSidecar,
+    Machine,
+    ShapeProfile,
+    engine_problems,
+    tensorrt_available,
+    write_engine_files,
+)
+from lineside.edge.bundle import ModelFile, load_bundle
 
-
-def sidecar(**changes) -> EngineSidecar:
-    base = dict(tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
-                precision="fp16", onnx_sha256="ab" * 32, profile=ShapeProfile(1, 8, 16))
-    base.update(changes)
-    return EngineSidecar(**base)
+ORIN = Machine("10.3.0", "Orin", "8.7", 16, 61_440)
+MODELS = {"fp16": ModelFile("model_fp16.onnx", "ab" * 32, "fp16")}
 
 
 def test_engine_sidecar_round_trip_and_mismatch_reasons(tmp_path):
     engine = tmp_path / "m.engine"
-    sidecar().write(engine)
+    profile = ShapeProfile(1, 8, 16)
+    written = EngineSidecar.for_machine(ORIN, precision="fp16", onnx_sha256="ab" * 32,
+                                        source_key="fp16", profile=profile)
+    write_engine_files(engine, b"engine", written)
     read = EngineSidecar.read(engine)
-    assert read == sidecar()
-    assert read.mismatches(sidecar()) == []
-    problems = read.mismatches(sidecar(tensorrt_version="11.0.0", compute_capability="9.0",
-                                       profile=ShapeProfile(1, 8, 32)))
-    assert any("tensorrt_version" in p for p in problems)
-    assert any("compute_capability" in p for p in problems)
-    assert any("profile" in p for p in problems)
-    assert read.mismatches(sidecar(onnx_sha256="cd" * 32))  # another model
+    assert read == written
+    assert engine_problems(read, engine, ORIN, "fp16", profile, MODELS) == []
+    other = Machine("11.0.0", "H200", "9.0", 132, 143_771)
+    problems = engine_problems(read, engine, other, "fp16", ShapeProfile(1, 8, 32), MODELS)
+    for reason in ("tensorrt_version", "compute_capability", "gpu_name", "sm_count",
+                   "memory_mb", "profile"):
+        assert any(reason in p for p in problems), reason
+    another_model = {"fp16": ModelFile("model_fp16.onnx", "cd" * 32, "fp16")}
+    assert engine_problems(read, engine, ORIN, "fp16", profile, another_model)
 
 
 def test_engine_without_sidecar_is_not_trusted(tmp_path):
@@ -93,7 +100,20 @@ def test_onnxruntime_gpu_providers_match_the_cpu(trained_bundle, name):
     assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 1e-2
 
 
+def _ort_providers() -> list[str]:
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
+# Decided at collection too, so the FP16 export the test needs is not made for nothing.
+needs_ort_cuda = pytest.mark.skipif("CUDAExecutionProvider" not in _ort_providers(),
+                                    reason="ONNX Runtime here has no CUDA provider "
+                                    "(onnxruntime, not onnxruntime-gpu, or no GPU)")
+
+
 @pytest.mark.gpu
+@needs_ort_cuda
 def test_onnxruntime_cuda_runs_the_fp16_model_close_to_fp32_on_the_cpu(fp16_bundle):
     bundle, tiles, expected = _gpu_reference(fp16_bundle)
     try:
@@ -111,11 +131,15 @@ def test_native_tensorrt_fp32_engine_matches_onnxruntime(trained_bundle, tmp_pat
     bundle, tiles, expected = _gpu_reference(trained_bundle)
     backend = TensorRTBackend(bundle, "fp32", cache_dir=tmp_path)
     assert backend.engine_path.exists()
-    assert EngineSidecar.read(backend.engine_path).precision == "fp32"
+    sidecar = EngineSidecar.read(backend.engine_path)
+    assert sidecar.precision == "fp32"
     assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 1e-2
-    # A second start finds the cached engine instead of rebuilding.
+    built = backend.engine_path.stat().st_mtime_ns
+    # A second start finds the cached engine instead of rebuilding: the very same file.
     again = TensorRTBackend(bundle, "fp32", cache_dir=tmp_path)
     assert again.engine_path == backend.engine_path
+    assert again.engine_path.stat().st_mtime_ns == built
+    assert EngineSidecar.read(again.engine_path).engine_sha256 == sidecar.engine_sha256
 
 
 @pytest.mark.gpu

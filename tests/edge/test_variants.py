@@ -68,3 +68,25 @@ def test_build_modes():
         engine_recipe("fp16", {"fp32"}, precision_flags=True, mode=STRONGLY_TYPED)
     with pytest.raises(VariantUnavailable, match="mode"):
         engine_recipe("fp16", EXPORTED, precision_flags=True, mode="fast")
+
+
+def test_onnx_runtime_providers_get_the_int8_graph_they_have_kernels_for():
+    from lineside.edge.variants import onnx_runtime_variant
+
+    assert onnx_runtime_variant("int8", "ort-cpu").key == "int8"
+    assert onnx_runtime_variant("int8", "ort-trt").key == "int8-trt"
+    with pytest.raises(VariantUnavailable, match="no INT8 convolution kernels"):
+        onnx_runtime_variant("int8", "ort-cuda")
+    assert onnx_runtime_variant("fp16", "ort-cuda").key == "fp16"
+    assert onnx_runtime_variant("int8-trt", "ort-cpu").key == "int8-trt"  # named: as it is
+
+
+def test_the_tensorrt_provider_gets_caches_and_one_profile_for_every_batch(tmp_path):
+    from lineside.edge.backends.onnxruntime import tensorrt_provider_options
+
+    options = tensorrt_provider_options("frames", (1, 256, 256), "int8", tmp_path)
+    assert options["trt_engine_cache_enable"] == options["trt_timing_cache_enable"] == "True"
+    assert options["trt_engine_cache_path"] == str(tmp_path)
+    assert options["trt_profile_min_shapes"] == "frames:1x1x256x256"
+    assert options["trt_profile_max_shapes"] == "frames:32x1x256x256"
+    assert (options["trt_int8_enable"], options["trt_fp16_enable"]) == ("True", "False")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 COMMANDS = ["edge-synth", "edge-train", "edge-export", "edge-calibrate", "edge-build-engine",
-            "edge-bench", "edge-serve", "edge-camsim", "edge-listen", "edge-plc", "edge-demo"]
+            "edge-bench", "edge-serve", "edge-camsim", "edge-listen", "edge-plc", "edge-demo",
+            "edge-eval", "edge-doctor"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -36,3 +37,28 @@ def test_runtime_imports_no_torch():
             "lineside.calibration.cli; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_doctor_says_what_runs_here_and_exits_for_scripts(tmp_path):
+    import json
+
+    from tests.toy_bundle import write_toy_bundle
+
+    bundle = write_toy_bundle(tmp_path / "bundle")
+    ran = subprocess.run([sys.executable, "-m", "lineside.edge.cli.doctor", str(bundle),
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    assert report["onnxruntime"]["backends"]["ort-cpu"] == "starts"  # a session really ran
+    assert report["bundle"]["runs"]["ort-cpu"]["fp32"] == "yes"
+    if not report["tensorrt"]["ok"]:
+        assert "not installed" in report["tensorrt"]["reason"]
+        assert report["bundle"]["runs"]["tensorrt"]["fp32"].startswith("no: ")
+        required = subprocess.run([sys.executable, "-m", "lineside.edge.cli.doctor",
+                                   str(bundle), "--require", "tensorrt"],
+                                  capture_output=True, text=True, timeout=120)
+        assert required.returncode == 1 and "TensorRT" in required.stdout
+    missing = subprocess.run([sys.executable, "-m", "lineside.edge.cli.doctor",
+                              str(tmp_path / "nothing")], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 1 and "not a model bundle" in missing.stdout

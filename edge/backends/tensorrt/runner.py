@@ -9,28 +9,23 @@ call because the daemon creates the backend on one thread and runs it on another
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from lineside.edge.backends.base import Backend, BackendUnavailable, Outputs
-from lineside.edge.backends.tensorrt.engine import tensorrt_available
+from lineside.edge.backends.tensorrt.engine import engine_cache_dir, tensorrt_available
 from lineside.edge.backends.tensorrt.loader import resolve_engine
 from lineside.edge.bundle import Bundle
 from lineside.edge.variants import VariantUnavailable
 
 log = logging.getLogger("lineside.edge.tensorrt")
 
-DEFAULT_CACHE = Path(os.environ.get("LINESIDE_ENGINE_CACHE",
-                                    Path.home() / ".cache" / "lineside" / "engines"))
-
-
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle, precision: str = "fp16",
-                 cache_dir: Path = DEFAULT_CACHE) -> None:
+                 cache_dir: Path | None = None) -> None:
         ok, reason = tensorrt_available()
         if not ok:
             raise BackendUnavailable(f"backend tensorrt: {reason}")
@@ -42,7 +37,8 @@ class TensorRTBackend(Backend):
         self._context.push()
         try:
             try:
-                self.engine_path = resolve_engine(bundle, precision, cache_dir)
+                self.engine_path = resolve_engine(bundle, precision,
+                                                  cache_dir or engine_cache_dir())
             except VariantUnavailable as exc:  # `auto` then tries the next backend
                 raise BackendUnavailable(f"backend tensorrt: {exc}") from exc
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -53,20 +49,27 @@ class TensorRTBackend(Backend):
             names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
             inputs = [n for n in names
                       if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-            self.input_name = inputs[0]
+            outputs = [n for n in names if n not in inputs]
             # Outputs in bundle order: probabilities, then presence when the model has a gate.
             manifest = bundle.manifest
             wanted = [manifest.output_name] + ([manifest.presence_name]
                                                if manifest.presence_name else [])
-            self.output_names = [n for n in wanted if n in names]
-            profile_max = self.engine.get_tensor_profile_shape(self.input_name, 0)[2]
-            self.max_batch = int(profile_max[0])
+            if inputs != [manifest.input_name] or sorted(outputs) != sorted(wanted):
+                raise BackendUnavailable(
+                    f"engine {self.engine_path} has inputs {inputs} and outputs {outputs}, "
+                    f"the bundle's model {[manifest.input_name]} and {wanted}")
+            self.input_name, self.output_names = inputs[0], wanted
+            low, _, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            if int(low[0]) > 1:
+                raise BackendUnavailable(f"engine {self.engine_path} runs batches of "
+                                         f"{int(low[0])} or more tiles; a frame may need 1")
+            self.max_batch = int(high[0])
             tile = (manifest.in_channels, manifest.tile_height, manifest.tile_width)
             in_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
             # Pinned host buffers and device buffers sized for the largest batch, once.
             self.host_in = cuda.pagelocked_empty((self.max_batch, *tile), in_dtype)
             self.device_in = cuda.mem_alloc(self.host_in.nbytes)
-            self.execution.set_input_shape(self.input_name, self.host_in.shape)
+            self._set_shape(self.host_in.shape)
             self.host_out, self.device_out = [], []
             for name in self.output_names:
                 shape = tuple(self.execution.get_tensor_shape(name))
@@ -82,6 +85,11 @@ class TensorRTBackend(Backend):
         finally:
             self._context.pop()
 
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        # set_input_shape returns False (it does not raise) for a shape outside the profile.
+        if not self.execution.set_input_shape(self.input_name, shape):
+            raise RuntimeError(f"TensorRT refused input shape {shape} for {self.engine_path}")
+
     def infer(self, tiles: np.ndarray) -> Outputs:
         cuda = self._cuda
         chunks: list[list[np.ndarray]] = [[] for _ in self.output_names]
@@ -91,7 +99,7 @@ class TensorRTBackend(Backend):
                 chunk = tiles[start:start + self.max_batch]
                 n = len(chunk)
                 np.copyto(self.host_in[:n], chunk, casting="unsafe")
-                self.execution.set_input_shape(self.input_name, chunk.shape)
+                self._set_shape(chunk.shape)
                 # Slices along the batch axis of a pinned array are pinned and contiguous:
                 # only the n tiles in use cross the bus.
                 cuda.memcpy_htod_async(self.device_in, self.host_in[:n], self.stream)
@@ -112,11 +120,16 @@ class TensorRTBackend(Backend):
                 "engine": str(self.engine_path)}
 
     def close(self) -> None:
+        """Free the engine, buffers and stream, on the thread that ran them (the infer
+        stage closes a swapped-out model after its last batch)."""
+        if getattr(self, "engine", None) is None:
+            return
         self._context.push()
         try:
             self.device_in.free()
             for device in self.device_out:
                 device.free()
-            del self.execution, self.engine
+            self.execution = self.engine = None
+            self.stream = None
         finally:
             self._context.pop()

@@ -258,3 +258,41 @@ def test_a_camera_that_counts_at_the_source_has_its_upstream_losses_reported_in_
     assert [(e["kind"], e["frame_id"]) for e in events] == [("drop", 12), ("drop", 13)]
     assert "lost before the daemon" in events[0]["reason"]
     assert counters.snapshot()["dropped"] == 2
+
+
+class Closing:
+    """Records where a backend was closed (a spy around a real ONNX Runtime backend)."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.closed_on = backend, None
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def close(self) -> None:
+        import threading
+
+        self.closed_on = threading.current_thread().name
+        self.backend.close()
+
+
+def test_a_swapped_out_model_is_closed_on_the_infer_thread_after_its_last_batch(toy):
+    import threading
+
+    old, new = compose_model(toy, settings()), compose_model(toy, settings())
+    old.backend, new.backend = Closing(old.backend), Closing(new.backend)
+    stages = ModelStages(max_batch=8)
+    batcher = BatchStage(FrameQueues(lambda c: ("block", 8)), 8, 0, DaemonCounters())
+    seen = []
+
+    def infer_thread() -> None:
+        for model in (old, old, new, new):
+            seen.append(stages.run(batcher.form([frame("c", len(seen), toy_frame(9))],
+                                                model))[0].error)
+
+    worker = threading.Thread(target=infer_thread, name="edge-infer")
+    worker.start()
+    worker.join(30)
+    assert seen == ["", "", "", ""]  # every batch ran on its own model
+    assert old.backend.closed_on == "edge-infer" and new.backend.closed_on is None
+    assert stages.closed == 1
