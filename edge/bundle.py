@@ -72,6 +72,10 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     source_checkpoint_sha256: str = ""
     created: str = ""
+    # How far (Kaggle Dice, 0..1) another variant of this model may disagree with the one
+    # it replaces on the same frames: an engine built on the device is swapped in only
+    # within it (edge-build-engine --eval and the daemon's background build check it).
+    accuracy_budget: float = 0.01
     format: int = BUNDLE_FORMAT
 
     @property

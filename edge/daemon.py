@@ -30,6 +30,7 @@ from lineside.edge.metrics import DaemonCounters, MetricsServer
 from lineside.edge.pipeline.batch import BatchStage
 from lineside.edge.pipeline.control import ControlStage
 from lineside.edge.pipeline.decide import Decider, failsafe_result
+from lineside.edge.pipeline.engine_build import EngineBuild, RecentFrames
 from lineside.edge.pipeline.frame_queues import FrameQueues
 from lineside.edge.pipeline.infer import ModelStages
 from lineside.edge.pipeline.model import LoadedModel, ModelSlot, load_model
@@ -65,8 +66,9 @@ class Daemon:
         self.in_flight = InFlight()
         self.receive = ReceiveStage(config, self.context, self.queues, self.counters,
                                     self.outbox.event, self.in_flight, self.progress["receive"])
+        self.recent = RecentFrames()
         self.batcher = BatchStage(self.queues, config.max_batch, config.max_wait_ms,
-                                  self.counters)
+                                  self.counters, self.recent.add)
         self.model_stages = ModelStages(config.max_batch, self.counters)
         self.view = None  # the operator view, when --http is on
         self.decider = Decider(config, self.counters)
@@ -74,6 +76,8 @@ class Daemon:
                                       self.heartbeat, self._on_result,
                                       self.progress["publish"])
         self.fatal = ""  # why the stall policy stopped the daemon ("" = it did not)
+        self.engine_build = EngineBuild(config, self.models, self.recent, self.counters,
+                                        self.outbox.event)
         self.watchdog = Watchdog(
             self.in_flight, list(self.progress.values()), self.counters, self.outbox.offer,
             lambda base, reason: failsafe_result(base, config.failsafe_verdict, reason),
@@ -101,6 +105,7 @@ class Daemon:
         self.counters.swap(result)
         if result == "ok":
             self.counters.model_info(model.describe())
+            self.engine_build.start(model)  # a swapped-in bundle may have one pending
 
     def _on_result(self, body: dict[str, Any]) -> None:
         if self.view is not None:
@@ -126,6 +131,7 @@ class Daemon:
             self._start_curve_authenticator()
         for name, loop in loops:
             self.workers.start(name, loop)
+        self.engine_build.start(self.model)
         if self.config.http:
             from lineside.edge.operator_view import OperatorView
 
@@ -234,6 +240,8 @@ class Daemon:
                 "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 3),
                 "counters": self.counters.snapshot(), "queues": depths,
                 "in_flight": len(self.in_flight), "stalled": list(self.watchdog.stalled),
+                **({"engine": self.engine_build.describe()}
+                   if self.engine_build.state != "idle" else {}),
                 **self.model.describe()}
 
 

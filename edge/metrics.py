@@ -65,6 +65,9 @@ class DaemonCounters:
         self.queue_depth = Gauge("lineside_queue_depth", "Items waiting before a stage",
                                  ["stage"], registry=r)
         self._model = Info("lineside_model", "Model bundle and backend in use", registry=r)
+        self._engine = Gauge("lineside_engine_build", "1 for the state of the background "
+                             "TensorRT engine build (idle, building, checking, swapped, "
+                             "failed)", ["state"], registry=r)
         self._swaps = Counter("lineside_model_swaps", "Hot model swaps", ["result"],
                               registry=r)
 
@@ -133,6 +136,10 @@ class DaemonCounters:
 
     def swap(self, result: str) -> None:
         self._swaps.labels(result).inc()
+
+    def engine_state(self, state: str) -> None:
+        for name in ("idle", "building", "checking", "swapped", "failed"):
+            self._engine.labels(name).set(name == state)
 
 
 class _QuietHandler(WSGIRequestHandler):

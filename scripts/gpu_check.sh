@@ -6,10 +6,13 @@
 # - Offline machine (the lent device): wheels carried in .whl/ (ort.part.* = the pieces of
 #   an onnxruntime-gpu wheel, small/*.whl = pyzmq, segmentation-models-pytorch) are
 #   installed beside the machine's own torch; see docs/performance.md.
-# Then: CUDA training (AMP + channels_last) of a UNet-ResNet18 and a screening classifier on
-# generated strips, FP32/FP16 export, the GPU-marked tests (ONNX Runtime CUDA/TensorRT EPs,
-# native TensorRT engines: each skips with its reason where its library is missing), and
-# edge-bench on ort-cuda side by side with a torch-eager CUDA baseline.
+# Most informative first, one call of at most 500 s: edge-doctor (what runs here, and why
+# not), CUDA training (AMP + channels_last) of a UNet-ResNet18 on generated strips, export
+# with FP16 and both INT8 graphs, scripts/gpu_probe.py (ORT CUDA fp32/fp16 and int8 refused,
+# the TensorRT EP on the QDQ graph, a second thread, GPU memory across 20 swaps, provider
+# placement per node), the GPU-marked tests (native TensorRT where it is installed), a
+# native engine build checked against its graph, and the daemon at saturation (edge-bench
+# on ort-cuda beside a torch-eager CUDA baseline), screening classifier last.
 # What it saw lands in ${OUT:-gpu-check}/: steps.txt (the summary), log.txt, bench/.
 set -uo pipefail
 out=${OUT:-gpu-check}
@@ -18,6 +21,10 @@ mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1
 log="$out/log.txt"
 step() { echo "== $(date +%T) $*" | tee -a "$out/steps.txt" >> "$log"; }
+# One call of at most 500 s: every step gets at most its own limit and never more than
+# what is left of the budget, so the last (least informative) steps are the ones cut.
+end=$(( $(date +%s) + ${BUDGET_S:-480} ))
+limit() { local left=$(( end - $(date +%s) )); [ "$left" -lt "$1" ] && echo $(( left > 5 ? left : 5 )) || echo "$1"; }
 result() { echo "   -> exit $1" | tee -a "$out/steps.txt"; }
 
 nvidia-smi >> "$log" 2>&1
@@ -41,19 +48,9 @@ nvlibs=$(python3 -c 'import glob, os, sys
 print(":".join(sorted({d for p in sys.path for d in glob.glob(os.path.join(p, "nvidia", "**", "lib"), recursive=True)})))')
 export LD_LIBRARY_PATH="$nvlibs:${LD_LIBRARY_PATH:-}"
 
-step "versions"
-python3 - >> "$log" 2>&1 <<'PY'
-import onnxruntime as ort, torch
-print("onnxruntime", ort.__version__, ort.get_available_providers())
-print("torch", torch.__version__, torch.cuda.get_device_name(0))
-try:
-    import tensorrt
-    print("tensorrt", tensorrt.__version__)
-except ImportError as exc:
-    print("tensorrt: not installed:", exc)
-PY
-result $?
-grep -E "^(onnxruntime|torch|tensorrt)" "$log" | tee -a "$out/steps.txt"
+step "edge-doctor"
+python3 -m lineside.edge.cli.doctor --json > "$out/doctor.json" 2>> "$log"
+python3 -m lineside.edge.cli.doctor 2>> "$log" | tee -a "$out/steps.txt"
 
 step "data"
 python3 -m lineside.train.data.synth -o "$work/data" --count 240 --seed 7 > /dev/null 2>&1
@@ -62,38 +59,41 @@ python3 -m lineside.train.data.synth -o "$work/heldout" --count 40 --seed 7 --st
 result $?
 
 step "train UNet-ResNet18 on CUDA (AMP, channels_last)"
-timeout 150 python3 -m lineside.train.cli --config configs/unet_r18.yaml data="$work/data" \
+timeout "$(limit 100)" python3 -m lineside.train.cli --config configs/unet_r18.yaml data="$work/data" \
     out="$work/unet_r18.pt" max_minutes=0.75 epochs=100 early_stopping=0 \
     >> "$log" 2>&1
 result $?
 grep -E "on cuda|best|epoch [0-9]+ loss" "$log" | tail -3 | tee -a "$out/steps.txt"
 
-step "train screening classifier on CUDA"
-timeout 120 python3 -m lineside.train.cli --config configs/screen_r18.yaml data="$work/data" \
-    out="$work/screen.pt" max_minutes=0.5 epochs=100 early_stopping=0 \
-    >> "$log" 2>&1
+step "export FP32 + FP16 + INT8 (both graphs)"
+python3 -m lineside.calibration.cli "$work/data" -o "$work/cal" --n 128 >> "$log" 2>&1
+timeout "$(limit 180)" python3 -m lineside.export.cli "$work/unet_r18.pt" -o "$work/bundle" --fp16 \
+    --int8 --calib "$work/cal" --eval "$work/heldout" --eval-limit 12 >> "$log" 2>&1
 result $?
 
-step "export FP32 + FP16"
-timeout 180 python3 -m lineside.export.cli "$work/unet_r18.pt" -o "$work/bundle" --fp16 \
-    >> "$log" 2>&1
+step "gpu_probe: ORT CUDA fp32/fp16/int8, TensorRT EP int8, second thread, 20 swaps, placement"
+timeout "$(limit 150)" python3 scripts/gpu_probe.py "$work/bundle" "$out/probe.json" >> "$log" 2>&1
 result $?
-timeout 120 python3 -m lineside.export.cli "$work/screen.pt" -o "$work/screen" --fp16 \
-    >> "$log" 2>&1
+grep -E "^(ort-|second|swaps|placement)" "$log" | tail -12 | tee -a "$out/steps.txt"
+
+step "native TensorRT engine, checked against its graph"
+timeout "$(limit 150)" python3 -m lineside.edge.cli.build_engine "$work/bundle" --precision fp16 \
+    --eval "$work/heldout" --eval-limit 8 >> "$log" 2>&1
 result $?
+grep -E "engine vs|built|cannot build" "$log" | tail -3 | tee -a "$out/steps.txt"
 
 step "GPU-marked tests"
-timeout 240 python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/edge/test_backends.py \
+timeout "$(limit 90)" python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/edge/test_backends.py \
     >> "$log" 2>&1
 result $?
 grep -E "passed|failed|SKIPPED|Error" "$log" | tail -8 | tee -a "$out/steps.txt"
 
-step "edge-bench ort-cuda fp32/fp16, with and without the screen, vs torch eager on CUDA"
-timeout 300 python3 -m lineside.tools.bench.cli "$work/bundle" --backend ort-cuda \
-    --precision fp32 fp16 --screen "$work/screen" --images "$work/heldout" \
+step "edge-bench ort-cuda fp32/fp16 (daemon at saturation) vs torch eager on CUDA"
+timeout "$(limit 150)" python3 -m lineside.tools.bench.cli "$work/bundle" --backend ort-cuda \
+    --precision fp32 fp16 --images "$work/heldout" \
     --stages bare daemon baseline --baseline "$work/unet_r18.pt" --baseline-device cuda \
-    --batch 14 --frames 28 --rounds 5 --daemon-frames 40 -o "$out/bench" \
+    --batch 14 --frames 28 --rounds 3 --daemon-frames 40 -o "$out/bench" \
     >> "$log" 2>&1
 result $?
-grep -E "x$" "$log" | tail -16 | tee -a "$out/steps.txt"
+grep -E "x$" "$log" | tail -10 | tee -a "$out/steps.txt"
 step "done"

@@ -15,12 +15,12 @@ import numpy as np
 
 from lineside.edge.backends.base import PRESENCE, infer_in_batches
 from lineside.edge.bundle import ClassSpec
-from lineside.edge.config import ClassRule
 from lineside.edge.labels import open_dataset
+from lineside.edge.pipeline.decide import frame_verdict
 from lineside.edge.pipeline.infer import run_model
 from lineside.edge.pipeline.model import LoadedModel
 from lineside.edge.pipeline.screen import tiles_to_segment
-from lineside.edge.postprocess import apply_gate, decide, find_defects, threshold_masks
+from lineside.edge.postprocess import apply_gate, threshold_masks
 from lineside.edge.scoring import Agreement, Scorecard
 from lineside.edge.tiling import cut, make_grid
 
@@ -100,16 +100,6 @@ def score_screen(model: LoadedModel, frames: LabelledFrames, classes: list[Class
             "per_class": per_class, "images": len(frames.names)}
 
 
-def masks_and_verdict(model: LoadedModel, gray: np.ndarray,
-                      classes: list[ClassSpec]) -> tuple[np.ndarray, str]:
-    """A frame's masks and its verdict with the default rules (any defect rejects), as
-    the daemon decides it."""
-    out = run_model(model, gray)
-    masks = apply_gate(threshold_masks(out.probabilities, classes), out.gate, classes)
-    summaries, _ = find_defects(out.probabilities, masks, classes)
-    return masks, decide(summaries, lambda _: ClassRule())[0]
-
-
 def compare_variants(models: dict[str, LoadedModel], frames: LabelledFrames,
                      classes: list[ClassSpec]) -> dict[str, dict[str, object]]:
     """Every model on the same frames: its Kaggle Dice against the labels, and its
@@ -117,14 +107,14 @@ def compare_variants(models: dict[str, LoadedModel], frames: LabelledFrames,
     their masks and verdict agreement."""
     ids = [c.id for c in classes]
     reference_label = next(iter(models))
-    reference = [masks_and_verdict(models[reference_label], gray, classes)
+    reference = [frame_verdict(models[reference_label], gray, classes)
                  for gray in frames.images]
     report = {}
     for label, model in models.items():
         card, agreement = Scorecard(ids), Agreement(ids)
         for gray, truth, (ref_masks, ref_verdict) in zip(frames.images, frames.truths,
                                                         reference, strict=True):
-            masks, verdict = masks_and_verdict(model, gray, classes)
+            masks, verdict = frame_verdict(model, gray, classes)
             card.add(masks, truth)
             agreement.add(masks, ref_masks, verdict, ref_verdict)
         summary = card.summary()

@@ -21,11 +21,13 @@ from lineside.edge.bundle import Bundle
 from lineside.edge.config import BACKENDS as BACKEND_NAMES
 from lineside.edge.variants import VariantUnavailable, onnx_runtime_variant
 
-Factory = Callable[[Bundle, str, int], Backend]
+# (bundle, precision, threads, build_engines) -> a backend. `build_engines=False`: a
+# backend that would have to build first (a TensorRT engine) raises EngineNotBuilt.
+Factory = Callable[[Bundle, str, int, bool], Backend]
 
 
 def _onnxruntime(name: str) -> Factory:
-    def factory(bundle: Bundle, precision: str, threads: int) -> Backend:
+    def factory(bundle: Bundle, precision: str, threads: int, build_engines: bool) -> Backend:
         from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
 
         # A precision picks the device's file; an ONNX variant key (edge-bench) that file.
@@ -47,10 +49,10 @@ def _onnxruntime(name: str) -> Factory:
     return factory
 
 
-def _tensorrt(bundle: Bundle, precision: str, threads: int) -> Backend:
+def _tensorrt(bundle: Bundle, precision: str, threads: int, build_engines: bool) -> Backend:
     from lineside.edge.backends.tensorrt.runner import TensorRTBackend
 
-    return TensorRTBackend(bundle, precision)
+    return TensorRTBackend(bundle, precision, build=build_engines)
 
 
 BACKENDS: dict[str, Factory] = {
@@ -62,20 +64,23 @@ BACKENDS: dict[str, Factory] = {
 assert tuple(BACKENDS) == BACKEND_NAMES, "config.BACKENDS and the registry must agree"
 
 
-def create_backend(name: str, bundle: Bundle, precision: str = "fp32",
-                   threads: int = 0) -> Backend:
-    """Create backend `name` (or the first that loads, in BACKENDS order, for `auto`)."""
+def create_backend(name: str, bundle: Bundle, precision: str = "fp32", threads: int = 0,
+                   build_engines: bool = True, skip: tuple[str, ...] = ()) -> Backend:
+    """Create backend `name` (or the first that loads, in BACKENDS order and not in
+    `skip`, for `auto`)."""
     if name == "auto":
         reasons = []
         for candidate, factory in BACKENDS.items():
+            if candidate in skip:
+                continue
             try:
-                return factory(bundle, precision, threads)
+                return factory(bundle, precision, threads, build_engines)
             except BackendUnavailable as exc:
                 reasons.append(f"{candidate}: {exc}")
         raise BackendUnavailable("no backend could load: " + "; ".join(reasons))
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
-    return BACKENDS[name](bundle, precision, threads)
+    return BACKENDS[name](bundle, precision, threads, build_engines)
 
 
 __all__ = ["BACKENDS", "Backend", "BackendUnavailable", "create_backend"]

@@ -57,16 +57,21 @@ class BatchStage:
     name = "batch"
 
     def __init__(self, queues: FrameQueues[Frame], max_batch: int, max_wait_ms: float,
-                 counters: DaemonCounters) -> None:
+                 counters: DaemonCounters,
+                 seen: Callable[[np.ndarray], None] | None = None) -> None:
         self.queues = queues
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.counters = counters
         self.grid_for = TileGrids()
+        self.seen = seen  # each frame's pixels (the recent frames a candidate is checked on)
 
     def form(self, frames: list[Frame], model: LoadedModel) -> Batch:
         """One batch of `frames`' tiles for `model`."""
         began = time.perf_counter()
+        if self.seen is not None:
+            for frame in frames:
+                self.seen(frame.pixels)
         grids = [self.grid_for(f.pixels.shape, model.tile_shape) for f in frames]
         channels = model.bundle.manifest.in_channels
         tiles = np.concatenate([cut(f.pixels, g, channels)

@@ -17,15 +17,40 @@ import numpy as np
 
 from lineside.edge import protocol, rle
 from lineside.edge.bundle import ClassSpec
-from lineside.edge.config import ServeConfig
+from lineside.edge.config import CameraSettings, ClassRule, ServeConfig
 from lineside.edge.metrics import DaemonCounters
-from lineside.edge.pipeline.infer import InferredFrame
+from lineside.edge.pipeline.infer import InferredFrame, run_model
+from lineside.edge.pipeline.model import LoadedModel
 from lineside.edge.postprocess import apply_gate, decide, find_defects, label_map, threshold_masks
+from lineside.edge.scoring import Agreement
 from lineside.edge.tiling import stitch
 
 Message = tuple[str, dict[str, Any]]
 # Called with (camera, frame id, pixels, masks, verdict) for the operator view.
 Viewer = Callable[[str, int, np.ndarray, np.ndarray, str], None]
+
+
+def frame_verdict(model: LoadedModel, gray: np.ndarray,
+                  classes: list[ClassSpec]) -> tuple[np.ndarray, str]:
+    """One frame's masks and its verdict with the default rules (any defect rejects), off
+    the line: for comparing two models on the same frames (an engine before it replaces
+    its graph, edge-eval --compare, a shadow model)."""
+    out = run_model(model, gray)
+    masks = apply_gate(threshold_masks(out.probabilities, classes), out.gate, classes)
+    summaries, _ = find_defects(out.probabilities, masks, classes)
+    return masks, decide(summaries, lambda _: ClassRule())[0]
+
+
+def agreement(candidate: LoadedModel, reference: LoadedModel,
+              frames: list[np.ndarray]) -> Agreement:
+    """How far `candidate` agrees with `reference` on `frames` (lineside.edge.scoring)."""
+    classes = reference.classes_for(CameraSettings())
+    result = Agreement([c.id for c in classes])
+    for gray in frames:
+        masks, verdict = frame_verdict(candidate, gray, classes)
+        ref_masks, ref_verdict = frame_verdict(reference, gray, classes)
+        result.add(masks, ref_masks, verdict, ref_verdict)
+    return result
 
 
 def failsafe_result(base: dict[str, Any], verdict: str, reason: str) -> Message:

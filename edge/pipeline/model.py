@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lineside.edge.backends import BACKENDS, Backend, create_backend
+from lineside.edge.backends import BACKENDS, Backend, BackendUnavailable, create_backend
 from lineside.edge.backends.base import PROBABILITIES
 from lineside.edge.bundle import Bundle, BundleError, ClassSpec, load_bundle
 from lineside.edge.config import CameraSettings, ModelSettings
@@ -72,6 +72,9 @@ class LoadedModel:
     bundle: Bundle
     backend: Backend
     screen: Screen | None = None
+    # A TensorRT engine of this precision would serve once built: the daemon builds it in
+    # the background and swaps it in (pipeline/engine_build.py). "" = nothing pending.
+    pending_engine: str = ""
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -109,12 +112,35 @@ class LoadedModel:
             self.screen.backend.close()
 
 
-def compose_model(bundle: str | Path | Bundle, settings: ModelSettings) -> LoadedModel:
+def _main_backend(bundle: Bundle, settings: ModelSettings,
+                  build_engines: bool) -> tuple[Backend, str]:
+    """The segmentation model's backend, and the engine precision still to build ("").
+    Without `build_engines`, a TensorRT engine that does not exist yet is not built here:
+    the next backend serves (ONNX Runtime on CUDA, else the CPU) and the engine is pending."""
+    from lineside.edge.backends.tensorrt.runner import EngineNotBuilt
+
+    name, precision, threads = settings.backend, settings.precision, settings.threads
+    if build_engines or name not in ("auto", "tensorrt"):
+        return create_backend(name, bundle, precision, threads), ""
+    try:
+        return create_backend("tensorrt", bundle, precision, threads, build_engines=False), ""
+    except EngineNotBuilt as exc:
+        log.warning("%s: serving on the next backend while the engine is built", exc)
+        return create_backend("auto", bundle, precision, threads, skip=("tensorrt",)), \
+            exc.precision
+    except BackendUnavailable:
+        if name == "tensorrt":
+            raise
+        return create_backend("auto", bundle, precision, threads, skip=("tensorrt",)), ""
+
+
+def compose_model(bundle: str | Path | Bundle, settings: ModelSettings,
+                  build_engines: bool = True) -> LoadedModel:
     """The segmentation bundle on `settings.backend`, behind `settings.screen` when set,
     with `settings.inject_faults` when set (testing only). The one composition."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
-    backend = create_backend(settings.backend, bundle, settings.precision, settings.threads)
+    backend, pending = _main_backend(bundle, settings, build_engines)
     screen = None
     if settings.screen:
         screen_bundle = load_bundle(settings.screen)
@@ -131,17 +157,19 @@ def compose_model(bundle: str | Path | Bundle, settings: ModelSettings) -> Loade
         from lineside.edge.backends.fault_injection import FaultInjectingBackend
 
         backend = FaultInjectingBackend(backend, settings.inject_faults)
-    return LoadedModel(bundle, backend, screen)
+    return LoadedModel(bundle, backend, screen, pending)
 
 
-def load_model(path: str | Path, settings: ModelSettings) -> LoadedModel:
+def load_model(path: str | Path, settings: ModelSettings,
+               build_engines: bool = False) -> LoadedModel:
     """Verify, compose and warm a segmentation bundle for serving; raises before anything
-    is switched over (a broken model fails here, not on the line)."""
+    is switched over (a broken model fails here, not on the line). Engines are not built
+    here by default: serving starts at once (LoadedModel.pending_engine)."""
     bundle = load_bundle(path)
     if bundle.manifest.task != "segmentation":
         raise BundleError(f"{path} holds a {bundle.manifest.task} model (a screening "
                           "classifier); edge-serve runs segmentation bundles")
-    model = compose_model(bundle, settings)
+    model = compose_model(bundle, settings, build_engines)
     # Warm every batch shape serving will use, so the first frame is not slow. Warm tiles
     # are blank and a screen would flag none: warm each model directly.
     for backend in [model.backend] + ([model.screen.backend] if model.screen else []):
@@ -169,6 +197,17 @@ class ModelSlot:
         self._on_swap = on_swap
         self.allowed = allowed.resolve()
         self._lock = threading.Lock()
+
+    def install(self, candidate: LoadedModel, why: str) -> None:
+        """Switch to a model that was loaded and checked elsewhere (an engine built in
+        the background); the old one is closed by the infer stage after its last batch."""
+        with self._lock:
+            previous = str(self.current.bundle.root)
+            self.current = candidate
+            self._on_swap(candidate, "ok")
+            log.info("now serving %s (%s)", candidate.describe(), why)
+            self._emit({"kind": "model", "status": "swapped", "bundle": previous,
+                        "previous": previous, "reason": why, **candidate.backend.describe()})
 
     def swap(self, path: str) -> dict[str, Any]:
         with self._lock:

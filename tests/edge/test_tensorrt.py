@@ -280,3 +280,25 @@ def test_doctor_names_why_an_engine_does_not_fit_this_gpu(tmp_path, monkeypatch)
     assert not engine["matches"] and not engine["building_now"]
     assert any("sm_count is 16, this machine has 8" in p for p in engine["problems"])
     assert report["bundle"]["runs"]["tensorrt"]["fp16"].startswith("yes")
+
+
+@pytest.mark.parametrize("value, kept", [(0, True), (255, False)])
+def test_build_engine_checks_the_engine_against_its_graph_on_real_frames(
+        tmp_path, monkeypatch, value, kept):
+    """edge-build-engine --eval: the fake engine outputs zeros, so it agrees with the toy
+    graph on dark frames (nothing found by either) and not on bright ones."""
+    import cv2
+
+    from lineside.edge.cli.build_engine import main
+
+    trt_contract.install(monkeypatch, "10.3.0")
+    bundle = bundle_with(tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.png"), np.full((64, 256), value, np.uint8))
+    status = main([str(bundle.root), "--precision", "fp16", "--eval", str(frames)])
+    manifest = load_bundle(bundle.root).manifest
+    assert (status == 0) == kept
+    assert ("trt-fp16" in manifest.models) == kept
+    assert (bundle.root / "model_fp16.engine").exists() == kept

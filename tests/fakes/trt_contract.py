@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,7 +187,8 @@ class BuildRecord:
 
 def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
                   input_dtype: str = DataType.UINT8,
-                  outputs: tuple[str, ...] = ("probabilities",)) -> types.ModuleType:
+                  outputs: tuple[str, ...] = ("probabilities",),
+                  build_delay_s: float = 0.0) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     major = int(version.split(".")[0])
@@ -314,6 +316,7 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
             return Profile()
 
         def build_serialized_network(self, network: Network, config: Config):
+            time.sleep(build_delay_s)  # a real build takes minutes on a Jetson
             calibrator = getattr(config, "_calibrator", None)
             if "INT8" in self.record.flags and calibrator is not None:
                 self._calibrate(network, config, calibrator)
@@ -406,7 +409,7 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
 
 
 def install(monkeypatch, version: str = "10.3.0", outputs: tuple[str, ...] = ("probabilities",),
-            **cuda: Any) -> tuple[CudaState, list[BuildRecord]]:
+            build_delay_s: float = 0.0, **cuda: Any) -> tuple[CudaState, list[BuildRecord]]:
     """Put the fakes where `import tensorrt` and `import pycuda.driver` find them."""
     import sys
 
@@ -417,5 +420,6 @@ def install(monkeypatch, version: str = "10.3.0", outputs: tuple[str, ...] = ("p
     monkeypatch.setitem(sys.modules, "pycuda", package)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
     monkeypatch.setitem(sys.modules, "tensorrt",
-                        make_tensorrt(version, state, builds, outputs=outputs))
+                        make_tensorrt(version, state, builds, outputs=outputs,
+                                      build_delay_s=build_delay_s))
     return state, builds

@@ -168,22 +168,20 @@ def _check_writable(cache_dir: Path) -> None:
                           "engines into the bundle with edge-build-engine") from None
 
 
-def resolve_engine(bundle: Bundle, precision: str, cache_dir: Path, max_batch: int = 16,
-                   machine: Machine | None = None,
-                   build: Callable[..., EngineSidecar] = build_engine,
-                   precision_flags: bool | None = None) -> Path:
-    """An engine that matches this GPU, TensorRT and bundle: the bundle's own (whatever
-    it was built from, as its sidecar says), else one in the cache, else one built now into
-    the cache (a log line says why). `machine`, `build` and `precision_flags` (this
-    TensorRT has BuilderFlag.FP16/INT8) are asked of TensorRT unless a test injects them.
-
-    Raises lineside.edge.variants.VariantUnavailable when no engine of this precision can
-    be built from the bundle here (the runtime never calibrates).
-    """
+def needed_profile(bundle: Bundle, max_batch: int = 16) -> ShapeProfile:
+    """The batches the runtime runs a bundle's tiles at: 1 to `max_batch`."""
     manifest = bundle.manifest
-    machine = machine or this_machine()
-    needed = ShapeProfile(1, min(8, max_batch), max_batch, manifest.in_channels,
-                          manifest.tile_height, manifest.tile_width)
+    return ShapeProfile(1, min(8, max_batch), max_batch, manifest.in_channels,
+                        manifest.tile_height, manifest.tile_width)
+
+
+def find_engine(bundle: Bundle, precision: str, cache_dir: Path, machine: Machine,
+                max_batch: int = 16, precision_flags: bool | None = None) -> Path | None:
+    """A matching engine that exists already: the bundle's own (whatever it was built
+    from, as its sidecar says), else the cache's; None when one must be built. Builds
+    nothing: the runtime asks this first and builds off the hot path."""
+    manifest = bundle.manifest
+    needed = needed_profile(bundle, max_batch)
     shipped = manifest.models.get(engine_variant(precision).key)
     if shipped is not None:
         engine = bundle.root / shipped.path
@@ -191,23 +189,54 @@ def resolve_engine(bundle: Bundle, precision: str, cache_dir: Path, max_batch: i
         if not problems:
             return engine
         log.warning("not using the bundle's engine %s: %s", engine, "; ".join(problems))
+    cached = cache_path(bundle, precision, cache_dir, machine, precision_flags)
+    problems = _problems(cached, machine, precision, needed, manifest.models)
+    if not problems:
+        return cached
+    if cached.exists():
+        log.warning("not using cached engine %s: %s", cached, "; ".join(problems))
+    return None
+
+
+def cache_path(bundle: Bundle, precision: str, cache_dir: Path, machine: Machine,
+               precision_flags: bool | None = None) -> Path:
+    """Where this machine keeps the engine it builds for the bundle's `precision`; raises
+    VariantUnavailable when it cannot build one at all."""
     flags = has_builder_precision_flags() if precision_flags is None else precision_flags
-    recipe = engine_recipe(precision, set(manifest.models), precision_flags=flags)
-    source = manifest.models[recipe.source.key]
-    cached = cache_dir / f"{source.sha256[:16]}-{precision}-{machine.cache_tag}.engine"
+    recipe = engine_recipe(precision, set(bundle.manifest.models), precision_flags=flags)
+    source = bundle.manifest.models[recipe.source.key]
+    return cache_dir / f"{source.sha256[:16]}-{precision}-{machine.cache_tag}.engine"
+
+
+def resolve_engine(bundle: Bundle, precision: str, cache_dir: Path, max_batch: int = 16,
+                   machine: Machine | None = None,
+                   build: Callable[..., EngineSidecar] = build_engine,
+                   precision_flags: bool | None = None) -> Path:
+    """`find_engine`, else build one into the cache (a log line says why) and return it.
+    `machine`, `build` and `precision_flags` (this TensorRT has BuilderFlag.FP16/INT8)
+    are asked of TensorRT unless a test injects them.
+
+    Raises lineside.edge.variants.VariantUnavailable when no engine of this precision can
+    be built from the bundle here (the runtime never calibrates).
+    """
+    machine = machine or this_machine()
+    found = find_engine(bundle, precision, cache_dir, machine, max_batch, precision_flags)
+    if found is not None:
+        return found
+    flags = has_builder_precision_flags() if precision_flags is None else precision_flags
+    recipe = engine_recipe(precision, set(bundle.manifest.models), precision_flags=flags)
+    source = bundle.manifest.models[recipe.source.key]
+    cached = cache_path(bundle, precision, cache_dir, machine, flags)
     _check_writable(cache_dir)
-    with building(cached):
-        problems = _problems(cached, machine, precision, needed, manifest.models)
-        if not problems:
+    with building(cached):  # another process may have built it while we waited
+        if not _problems(cached, machine, precision, needed_profile(bundle, max_batch),
+                         bundle.manifest.models):
             return cached
-        if cached.exists():
-            log.warning("not using cached engine %s: %s", cached, "; ".join(problems))
         log.warning("no matching %s engine for %s on %s (TensorRT %s): building one into %s; "
-                    "run edge-build-engine on this device beforehand to avoid this at "
-                    "start-up", precision, bundle.root, machine.gpu_name,
-                    machine.tensorrt_version, cached)
-        build(bundle.root / source.path, cached, recipe, needed, source, machine,
-              timing_cache=cache_dir / f"timing-{machine.cache_tag}.cache")
+                    "run edge-build-engine on this device beforehand to avoid this",
+                    precision, bundle.root, machine.gpu_name, machine.tensorrt_version, cached)
+        build(bundle.root / source.path, cached, recipe, needed_profile(bundle, max_batch),
+              source, machine, timing_cache=cache_dir / f"timing-{machine.cache_tag}.cache")
     return cached
 
 

@@ -14,18 +14,33 @@ from pathlib import Path
 import numpy as np
 
 from lineside.edge.backends.base import Backend, BackendUnavailable, Outputs
-from lineside.edge.backends.tensorrt.engine import engine_cache_dir, tensorrt_available
-from lineside.edge.backends.tensorrt.loader import resolve_engine
+from lineside.edge.backends.tensorrt.engine import (
+    engine_cache_dir,
+    tensorrt_available,
+    this_machine,
+)
+from lineside.edge.backends.tensorrt.loader import find_engine, resolve_engine
 from lineside.edge.bundle import Bundle
 from lineside.edge.variants import VariantUnavailable
 
 log = logging.getLogger("lineside.edge.tensorrt")
 
+class EngineNotBuilt(BackendUnavailable):
+    """No engine matches here yet; one can be built (off the hot path: the daemon serves
+    on ONNX Runtime meanwhile, lineside.edge.pipeline.engine_build)."""
+
+    def __init__(self, reason: str, precision: str) -> None:
+        super().__init__(reason)
+        self.precision = precision
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle, precision: str = "fp16",
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, build: bool = True) -> None:
+        """`build=False`: use an engine that exists (the bundle's or the cache's) or raise
+        EngineNotBuilt; never spend minutes building on the caller's thread."""
         ok, reason = tensorrt_available()
         if not ok:
             raise BackendUnavailable(f"backend tensorrt: {reason}")
@@ -36,9 +51,16 @@ class TensorRTBackend(Backend):
         self._context = cuda.Device(0).retain_primary_context()
         self._context.push()
         try:
+            cache = cache_dir or engine_cache_dir()
             try:
-                self.engine_path = resolve_engine(bundle, precision,
-                                                  cache_dir or engine_cache_dir())
+                if build:
+                    self.engine_path = resolve_engine(bundle, precision, cache)
+                else:
+                    found = find_engine(bundle, precision, cache, this_machine())
+                    if found is None:
+                        raise EngineNotBuilt(f"no {precision} engine for this GPU yet (one can "
+                                             "be built from the bundle)", precision)
+                    self.engine_path = found
             except VariantUnavailable as exc:  # `auto` then tries the next backend
                 raise BackendUnavailable(f"backend tensorrt: {exc}") from exc
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
