@@ -35,7 +35,8 @@ def onnxruntime_reader(calibration: CalibrationSet, input_name: str, batch: int 
 
 
 def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path, batch: int,
-                                dtype: Any = np.uint8, context: Any = None) -> Any:
+                                dtype: Any = np.uint8, context: Any = None,
+                                constants: dict[str, np.ndarray] | None = None) -> Any:
     """A TensorRT 10 IInt8EntropyCalibrator2 fed from pinned pycuda buffers.
 
     `batch` is the OPT batch of the calibration profile (a dynamic-shape network is
@@ -44,6 +45,8 @@ def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path, b
     lineside bundle, whose graph takes raw frames). pycuda needs a CUDA context on the
     thread that allocates and copies, and TensorRT calls `get_batch` from the builder's
     thread: the device's primary context (the one TensorRT uses) is pushed around each.
+    `constants` gives the network's other inputs by name, one per-tile row each (a scored
+    graph's thresholds), the same for every batch; the tiles are every other input.
 
     The calibration cache is written beside the engine and reused: a second build on the
     same device does not recalibrate, and a missing cache is logged, never silent.
@@ -75,6 +78,11 @@ def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path, b
             with pushed():
                 self.host = cuda.pagelocked_empty(shape, dtype)
                 self.device = cuda.mem_alloc(self.host.nbytes)
+                self.fixed = {}  # name -> device copy of its constant batch
+                for name, row in (constants or {}).items():
+                    values = np.ascontiguousarray(np.broadcast_to(row, (batch, *row.shape)))
+                    self.fixed[name] = cuda.mem_alloc(values.nbytes)
+                    cuda.memcpy_htod(self.fixed[name], values)
             self.batches = calibration.batches(batch)
 
         def get_batch_size(self) -> int:
@@ -87,7 +95,8 @@ def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path, b
             np.copyto(self.host, tiles, casting="same_kind")
             with pushed():
                 cuda.memcpy_htod(self.device, self.host)
-            return [int(self.device)]
+            return [int(self.fixed[name]) if name in self.fixed else int(self.device)
+                    for name in names]
 
         def read_calibration_cache(self) -> bytes | None:
             if cache_path.exists():
@@ -103,5 +112,7 @@ def tensorrt_entropy_calibrator(calibration: CalibrationSet, cache_path: Path, b
         def release(self) -> None:
             with pushed():
                 self.device.free()
+                for device in self.fixed.values():
+                    device.free()
 
     return EntropyCalibrator()

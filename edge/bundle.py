@@ -64,6 +64,11 @@ class Manifest:
     output_name: str = "probabilities"
     presence_name: str = ""  # second output (N, K) when the model has a presence gate
     task: str = "segmentation"  # or "classification" (a screening classifier's bundle)
+    # "scores": the graph takes `thresholds` and returns scores, maxima and areas
+    # (export/score_tail.py); "probabilities": float32 maps (bundles made before it).
+    output_form: str = "probabilities"
+    # "strip": whole frames in one piece (the tile is the frame); "tiles": cut into tiles.
+    inference: str = "tiles"
     frame_height: int = 256
     frame_width: int = 1600
     models: dict[str, ModelFile] = field(default_factory=dict)
@@ -81,6 +86,23 @@ class Manifest:
     @property
     def class_ids(self) -> list[int]:
         return [c.id for c in self.classes]
+
+    @property
+    def graph_inputs(self) -> list[str]:
+        return [self.input_name, *(["thresholds"] if self.output_form == "scores" else [])]
+
+    @property
+    def graph_thresholds(self) -> list[float] | None:
+        """What a scored graph's `thresholds` input is fed when a caller gives none: the
+        classes' pixel thresholds (None: the graph has no such input)."""
+        return [c.threshold for c in self.classes] if self.output_form == "scores" else None
+
+    @property
+    def graph_outputs(self) -> list[str]:
+        """The model graph's outputs, in order."""
+        main = ["scores", "maxima", "areas"] if self.output_form == "scores" \
+            else [self.output_name]
+        return [*main, *([self.presence_name] if self.presence_name else [])]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

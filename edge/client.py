@@ -35,9 +35,10 @@ class FrameSender:
     def send(self, header: protocol.FrameHeader, pixels: np.ndarray) -> None:
         self.socket.send_multipart(protocol.encode_frame(header, pixels))
 
-    def send_raw(self, parts: list[bytes]) -> None:
-        """Send parts as they are (pre-encoded payloads, or deliberately malformed ones)."""
-        self.socket.send_multipart(parts)
+    def send_raw(self, parts: list[bytes], copy: bool = True) -> None:
+        """Send parts as they are (pre-encoded payloads, or deliberately malformed ones);
+        `copy=False` hands the bytes to ZeroMQ without a copy (they must not change)."""
+        self.socket.send_multipart(parts, copy=copy)
 
     def close(self) -> None:
         self.socket.close()

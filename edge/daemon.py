@@ -68,7 +68,7 @@ class Daemon:
                                     self.outbox.event, self.in_flight, self.progress["receive"])
         self.recent = RecentFrames()
         self.batcher = BatchStage(self.queues, config.max_batch, config.max_wait_ms,
-                                  self.counters, self.recent.add)
+                                  self.counters, self.recent.add, config.for_camera)
         self.model_stages = ModelStages(config.max_batch, self.counters)
         self.view = None  # the operator view, when --http is on
         self.decider = Decider(config, self.counters)

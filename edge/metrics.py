@@ -29,6 +29,7 @@ class DaemonCounters:
 
     # The heartbeat's counters (docs/protocol.md); every field only grows.
     NAMES = ("received", "results", "rejects", "errors", "dropped", "infer_failures",
+             "decide_failures",
              "deadline_missed", "never_arrived", "late_results", "out_of_order")
 
     def __init__(self) -> None:
@@ -47,6 +48,9 @@ class DaemonCounters:
         self._infer_failures = Counter("lineside_infer_failures", "Inference calls that "
                                        "failed (their frames got the fail-safe verdict)",
                                        registry=r)
+        self._decide_failures = Counter("lineside_decide_failures", "Frames whose "
+                                        "post-processing failed (fail-safe verdict)",
+                                        registry=r)
         self._deadline_missed = Counter("lineside_deadline_missed", "Frames that missed "
                                         "their deadline (fail-safe verdict)", registry=r)
         self._frame_order = Counter("lineside_frame_order", "Frames whose id repeated, went "
@@ -105,6 +109,10 @@ class DaemonCounters:
     def infer_failure(self) -> None:
         self._add("infer_failures")
         self._infer_failures.inc()
+
+    def decide_failure(self) -> None:
+        self._add("decide_failures")
+        self._decide_failures.inc()
 
     def deadline_missed(self) -> None:
         self._add("deadline_missed")

@@ -1,9 +1,18 @@
-"""From per-class probabilities to masks, a defect list and a verdict.
+"""From a frame's scores to masks, a defect list and a verdict.
 
 As the top Severstal solutions do: a per-class pixel threshold, then a per-class minimum
 total area below which the whole class mask is dropped (small false positives on clean
-steel cost more than they find). Connected components then give the defect list; the
-per-class rules (config.ClassRule) turn it into OK or REJECT.
+steel cost more than they find), and the presence gate. Connected components then give
+the defect list; the per-class rules (config.ClassRule) turn it into OK or REJECT.
+
+A frame arrives as `FrameScores`, the compact form the exported graph returns (docs/
+bundle.md): per class a uint8 map that is 0 where the probability is at or below the
+class threshold and round(255 p) (at least 1) above it, the highest probability, and the
+area above the threshold. The threshold is applied on the device, exactly, so the host
+reads a quarter of the bytes of float32 probabilities and does no float work; a frame
+whose areas are all zero (most frames of a line) costs no pixel work at all. Probabilities
+from an older bundle (or torch) become the same form with `from_probabilities`, the same
+rule in one place.
 """
 
 from __future__ import annotations
@@ -24,6 +33,67 @@ VERDICT_ERROR = "ERROR"
 MAX_DEFECTS_PER_CLASS = 64  # listed in a result; counts and areas always cover all
 
 
+def score_map(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """uint8 scores of probabilities (..., K, H, W) against thresholds (..., K): 0 at or
+    below the class threshold, round(255 p) clamped to 1..255 above it. What the graph
+    computes (export/score_tail.py), for outputs that come as probabilities."""
+    limits = np.asarray(thresholds, np.float32)[..., None, None]
+    scores = np.clip(np.rint(probabilities * 255), 1, 255).astype(np.uint8)
+    scores[probabilities <= limits] = 0
+    return scores
+
+
+@dataclass
+class FrameScores:
+    """One frame's model outputs, ready for post-processing."""
+
+    scores: np.ndarray  # (K, H, W) uint8
+    maxima: np.ndarray  # (K,) float: the class's highest probability in the frame
+    areas: np.ndarray  # (K,) int: pixels above the class threshold
+    thresholds: np.ndarray  # (K,) float32: the class thresholds the scores were made at
+
+    @classmethod
+    def from_probabilities(cls, probabilities: np.ndarray,
+                           thresholds: np.ndarray) -> FrameScores:
+        scores = score_map(probabilities, thresholds)
+        return cls(scores, probabilities.reshape(len(probabilities), -1).max(axis=1),
+                   np.count_nonzero(scores.reshape(len(scores), -1), axis=1),
+                   np.asarray(thresholds, np.float32))
+
+    @property
+    def clean(self) -> bool:
+        return not self.areas.any()
+
+
+def thresholds_of(classes: list[ClassSpec]) -> np.ndarray:
+    return np.asarray([c.threshold for c in classes], np.float32)
+
+
+def kept_classes(frame: FrameScores, presence: np.ndarray | None,
+                 classes: list[ClassSpec]) -> np.ndarray:
+    """(K,) bool: classes whose mask survives the minimum area and the presence gate
+    (the Severstal winners' classifier gate: fewer false positives on clean steel)."""
+    if len(frame.areas) != len(classes):
+        raise ValueError(f"model gives {len(frame.areas)} classes, bundle lists "
+                         f"{len(classes)}")
+    keep = frame.areas > 0
+    for k, spec in enumerate(classes):
+        if spec.min_area and frame.areas[k] < spec.min_area:
+            keep[k] = False
+        if presence is not None and spec.gate_threshold and presence[k] < spec.gate_threshold:
+            keep[k] = False
+    return keep
+
+
+def class_masks(frame: FrameScores, keep: np.ndarray) -> np.ndarray:
+    """(K, H, W) uint8 0/1 masks of the kept classes (all zero for a clean frame, without
+    touching the scores)."""
+    masks = np.zeros(frame.scores.shape, np.uint8)
+    for k in np.flatnonzero(keep):
+        np.greater(frame.scores[k], 0, out=masks[k], casting="unsafe")
+    return masks
+
+
 @dataclass(frozen=True)
 class Defect:
     class_id: int
@@ -41,7 +111,7 @@ class Defect:
 @dataclass(frozen=True)
 class ClassSummary:
     class_id: int
-    area: int  # defect pixels after thresholds and minimum area
+    area: int  # defect pixels after thresholds, minimum area and gate
     count: int  # connected regions
     max_probability: float
 
@@ -50,54 +120,39 @@ class ClassSummary:
                 "max_probability": round(self.max_probability, 4)}
 
 
-def threshold_masks(probabilities: np.ndarray, classes: list[ClassSpec]) -> np.ndarray:
-    """(K, H, W) float probabilities -> (K, H, W) uint8 0/1 masks with min-area applied."""
-    if probabilities.shape[0] != len(classes):
-        raise ValueError(f"model gives {probabilities.shape[0]} classes, bundle lists "
-                         f"{len(classes)}")
-    masks = np.empty(probabilities.shape, dtype=np.uint8)
-    for k, spec in enumerate(classes):
-        np.greater(probabilities[k], spec.threshold, out=masks[k], casting="unsafe")
-        if spec.min_area and int(masks[k].sum()) < spec.min_area:
-            masks[k] = 0
-    return masks
+def _components(scores: np.ndarray, mask: np.ndarray, class_id: int) -> list[Defect]:
+    """Connected regions of one class, largest first, with their probabilities (to 1/255)
+    read inside each region's bounding box only."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    found = []
+    for i in range(1, count):
+        x, y, w, h, pixels = (int(v) for v in stats[i])
+        box = labels[y:y + h, x:x + w] == i
+        values = scores[y:y + h, x:x + w][box]
+        found.append(Defect(class_id, pixels, (x, y, w, h), float(values.max()) / 255,
+                            float(values.sum(dtype=np.int64)) / 255 / pixels))
+    found.sort(key=lambda d: d.area, reverse=True)
+    return found
 
 
-def apply_gate(masks: np.ndarray, presence: np.ndarray | None,
-               classes: list[ClassSpec]) -> np.ndarray:
-    """Drop a class mask when the presence gate doubts the class is there at all (the
-    Severstal winners' classifier gate): fewer false positives on clean steel."""
-    if presence is None:
-        return masks
-    for k, spec in enumerate(classes):
-        if spec.gate_threshold and presence[k] < spec.gate_threshold:
-            masks[k] = 0
-    return masks
-
-
-def find_defects(probabilities: np.ndarray, masks: np.ndarray,
+def find_defects(frame: FrameScores, masks: np.ndarray,
                  classes: list[ClassSpec]) -> tuple[list[ClassSummary], list[Defect]]:
     """Per-class summaries and the connected regions (largest first) of every class."""
     summaries, defects = [], []
     for k, spec in enumerate(classes):
-        area = int(masks[k].sum())
-        found: list[Defect] = []
-        if area:
-            count, labels, stats, _ = cv2.connectedComponentsWithStats(masks[k], connectivity=8)
-            inside = labels > 0
-            ids, values = labels[inside], probabilities[k][inside]
-            sums = np.bincount(ids, weights=values, minlength=count)
-            peaks = np.zeros(count, np.float64)
-            np.maximum.at(peaks, ids, values)
-            for i in range(1, count):
-                x, y, w, h, pixels = (int(v) for v in stats[i])
-                found.append(Defect(spec.id, pixels, (x, y, w, h), float(peaks[i]),
-                                    float(sums[i] / pixels)))
-            found.sort(key=lambda d: d.area, reverse=True)
-        summaries.append(ClassSummary(spec.id, area, len(found),
-                                      float(probabilities[k].max())))
+        # A class mask is empty exactly when its area is zero or it was not kept: the
+        # caller's masks come from class_masks, so a zero area means nothing to search.
+        found = _components(frame.scores[k], masks[k], spec.id) \
+            if frame.areas[k] and masks[k].any() else []
+        summaries.append(ClassSummary(spec.id, sum(d.area for d in found), len(found),
+                                      float(frame.maxima[k])))
         defects.extend(found[:MAX_DEFECTS_PER_CLASS])
     return summaries, defects
+
+
+def clean_summaries(frame: FrameScores, classes: list[ClassSpec]) -> list[ClassSummary]:
+    """The summaries of a frame with no defect, from its maxima alone (the fast path)."""
+    return [ClassSummary(c.id, 0, 0, float(frame.maxima[k])) for k, c in enumerate(classes)]
 
 
 def decide(summaries: list[ClassSummary],
@@ -117,13 +172,25 @@ def decide(summaries: list[ClassSummary],
     return (VERDICT_REJECT if reasons else VERDICT_OK), reasons
 
 
-def label_map(probabilities: np.ndarray, masks: np.ndarray,
-              class_ids: list[int]) -> np.ndarray:
+def label_map(scores: np.ndarray, masks: np.ndarray, class_ids: list[int]) -> np.ndarray:
     """(H, W) uint8 map of class ids (0 = no defect); where classes overlap, the more
     probable one wins."""
     if not masks.any():
         return np.zeros(masks.shape[1:], np.uint8)
-    scores = np.where(masks > 0, probabilities, -1.0)
-    winner = scores.argmax(axis=0)
+    ranked = np.where(masks > 0, scores.astype(np.int16), -1)
+    winner = ranked.argmax(axis=0)
     ids = np.asarray(class_ids, np.uint8)[winner]
     return np.where(masks.any(axis=0), ids, 0).astype(np.uint8)
+
+
+def frame_masks(frame: FrameScores, presence: np.ndarray | None,
+                classes: list[ClassSpec]) -> np.ndarray:
+    """(K, H, W) masks of one frame after threshold, minimum area and gate."""
+    return class_masks(frame, kept_classes(frame, presence, classes))
+
+
+def masks_of(probabilities: np.ndarray, presence: np.ndarray | None,
+             classes: list[ClassSpec]) -> np.ndarray:
+    """`frame_masks` of one frame's probabilities: for offline scoring (training)."""
+    frame = FrameScores.from_probabilities(probabilities, thresholds_of(classes))
+    return frame_masks(frame, presence, classes)

@@ -72,13 +72,15 @@ def make_grid(frame_shape: tuple[int, int], tile_shape: tuple[int, int]) -> Tile
     return TileGrid(fh, fw, th, tw, axis_spans(fh, th), axis_spans(fw, tw))
 
 
-def cut(frame: np.ndarray, grid: TileGrid, channels: int | None = None) -> np.ndarray:
+def cut(frame: np.ndarray, grid: TileGrid, channels: int | None = None,
+        out: np.ndarray | None = None) -> np.ndarray:
     """Cut a (H, W) or (C, H, W) frame into tiles: (N, C, th, tw), C=1 for 2-D input.
 
     `channels` replicates a single-channel frame into that many channels (grey into a
     3-channel model) while cutting, without a second copy of the tiles.
     A frame smaller than a tile along an axis is padded by edge replication, which the
-    stitch step removes again.
+    stitch step removes again. `out` (grid.count, C, th, tw) receives the tiles (a slice
+    of a batch: one copy of the pixels, not two).
     """
     planes = frame[None] if frame.ndim == 2 else frame
     planes_channels, height, width = planes.shape
@@ -92,7 +94,10 @@ def cut(frame: np.ndarray, grid: TileGrid, channels: int | None = None) -> np.nd
     if pad_h or pad_w:
         planes = np.pad(planes, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")
     th, tw = grid.tile_height, grid.tile_width
-    tiles = np.empty((grid.count, channels, th, tw), dtype=frame.dtype)
+    tiles = np.empty((grid.count, channels, th, tw), dtype=frame.dtype) if out is None \
+        else out
+    if tiles.shape != (grid.count, channels, th, tw):
+        raise ValueError(f"out is {tiles.shape}, the tiles {(grid.count, channels, th, tw)}")
     index = 0
     for row in grid.rows:
         for col in grid.cols:

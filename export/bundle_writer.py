@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import platform
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 
 import lineside
 from lineside.calibration.calibration_set import CalibrationSet
+from lineside.edge.backends.base import MAXIMA, PROBABILITIES, SCORES
 from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
 from lineside.edge.backends.tensorrt.engine import ShapeProfile, tensorrt_available
 from lineside.edge.bundle import (
@@ -33,6 +34,7 @@ from lineside.edge.bundle import (
 )
 from lineside.edge.labels import detect_format
 from lineside.edge.pipeline.model import LoadedModel
+from lineside.edge.postprocess import score_map
 from lineside.edge.variants import INT8_FLAVOURS, engine_variant, variant
 from lineside.export.fp16 import convert_fp16
 from lineside.export.int8 import FLOAT_ENDS_SCHEDULE, quantize
@@ -44,7 +46,8 @@ from lineside.export.onnx_export import (
     output_names,
     parity,
 )
-from lineside.export.tensorrt_rules import tensorrt_qdq_problems
+from lineside.export.score_tail import add_score_tail
+from lineside.export.tensorrt_rules import tensorrt_qdq_problems, tensorrt_uint8_problems
 from lineside.tools.evaluation import LabelledFrames, score, score_screen
 from lineside.train.checkpoint import load_checkpoint
 from lineside.train.models import DeployedModel
@@ -58,6 +61,7 @@ PARITY_TOLERANCE = 1e-2
 PARITY_MEAN_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2  # worst |FP32 - FP16| probability
 MAX_DICE_DROP = 0.005  # INT8 may lose at most this much held-out Dice against FP32
+MAX_SCORED_DICE_CHANGE = 0.002  # the scoring tail must not move held-out Dice more
 
 # What the INT8 gate compares, per bundle task: (result key, name in logs and errors).
 GATE_METRIC = {"segmentation": ("dice", "Dice"), "classification": ("tile_accuracy",
@@ -77,6 +81,9 @@ class ExportOptions:
     eval_data: str = ""  # labelled held-out folder for the INT8 accuracy gate
     eval_limit: int = 24
     accuracy_gate: bool = True
+    # "auto": whole frames in one piece when the graph runs them exactly like torch,
+    # else tiles; "tiles" or "strip" to insist (strip fails when the graph cannot).
+    inference: str = "auto"
     batch: str = "1:8:16"  # TensorRT optimisation profile MIN:OPT:MAX
     engine: bool = False  # build TensorRT engines here (needs TensorRT and a GPU)
     workspace_gb: float = 2.0
@@ -194,6 +201,78 @@ def _engines(staging: Path, manifest: Manifest, options: ExportOptions,
     return []
 
 
+SCORE_TAIL_MISMATCH = 1e-4  # share of pixels whose mask may differ (float ties at t)
+
+
+def _add_score_tails(staging: Path, manifest: Manifest, held_out: LabelledFrames | None,
+                     baseline: float | None) -> dict[str, Any]:
+    """Give every ONNX variant the scoring tail (export/score_tail.py), after every
+    check of the model itself; then prove the scored FP32 graph gives the same masks as
+    its probabilities (random tiles, varied thresholds) and, with held-out frames, the
+    same Dice. Variants TensorRT builds from must keep uint8 at the network's edges."""
+    tile = (manifest.in_channels, manifest.tile_height, manifest.tile_width)
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (3, *tile), dtype=np.uint8)
+    thresholds = rng.uniform(0.2, 0.8, (3, len(manifest.classes))).astype(np.float32)
+    fp32 = staging / manifest.models["fp32"].path
+    probabilities = _cpu_backend(fp32).infer(frames)[PROBABILITIES]
+    for key, model in list(manifest.models.items()):
+        path = staging / model.path
+        add_score_tail(path)
+        if variant(key).target != "cpu" and (problems := tensorrt_uint8_problems(path)):
+            raise ExportError(f"{key} with its scoring tail: " + "; ".join(problems[:5]))
+        manifest.models[key] = replace(model, sha256=sha256_file(path))
+    manifest.output_form = "scores"
+    scored = _cpu_backend(fp32).infer(frames, thresholds)
+    expected = score_map(probabilities, thresholds)
+    mismatch = float(np.mean((scored[SCORES] > 0) != (expected > 0)))
+    report: dict[str, Any] = {
+        "mask_mismatch": mismatch, "tolerance": SCORE_TAIL_MISMATCH,
+        "max_score_diff": int(np.abs(scored[SCORES].astype(int) - expected).max()),
+        "maxima_max_abs_diff": float(np.abs(scored[MAXIMA]
+                                            - probabilities.max(axis=(2, 3))).max())}
+    if mismatch > SCORE_TAIL_MISMATCH:
+        raise ExportError(f"the scored graph's masks differ from its probabilities' in "
+                          f"{100 * mismatch:.3f}% of pixels")
+    if held_out is not None and baseline is not None:
+        dice, _ = _held_out_quality(manifest, fp32, held_out)
+        report.update({"dice": dice, "dice_unscored": baseline})
+        if abs(dice - baseline) > MAX_SCORED_DICE_CHANGE:
+            raise ExportError(f"held-out Dice moved from {baseline:.4f} to {dice:.4f} with "
+                              "the scoring tail")
+    log.info("scoring tail on %s: mask mismatch %.2e, max score diff %d", ", ".join(
+        manifest.models), mismatch, report["max_score_diff"])
+    return report
+
+
+def _inference_shape(deployed: DeployedModel, fp32: Path, in_channels: int,
+                     tile: tuple[int, int], frame: tuple[int, int], task: str,
+                     wanted: str) -> tuple[str, tuple[int, int], dict[str, Any] | None]:
+    """How the runtime feeds the model: "strip" (the tile is the frame: no overlap, no
+    stitching, 12% less compute than 7 overlapping 256x256 tiles of a 256x1600 strip) when
+    the exported graph runs a whole frame as torch does, else "tiles" of the training
+    size. Returns the mode, the model input shape and the strip's parity check."""
+    if wanted not in ("auto", "tiles", "strip"):
+        raise ExportError(f"inference {wanted!r} is not auto, tiles or strip")
+    if wanted == "tiles" or task != "segmentation" or tuple(frame) == tuple(tile):
+        return "tiles", tile, None
+    try:
+        check = parity(deployed, fp32, in_channels, [(1, *frame)])
+        fits = check["max_abs_diff"] <= PARITY_TOLERANCE and \
+            check["mean_abs_diff"] <= PARITY_MEAN_TOLERANCE
+        why = f"max |diff| {check['max_abs_diff']:.2e} at {frame[0]}x{frame[1]}"
+    except Exception as exc:  # a graph with a fixed size or an odd stride cannot
+        check, fits, why = None, False, f"{type(exc).__name__}: {exc}"
+    if fits:
+        log.info("whole-strip inference: %dx%d frames in one piece (%s)", *frame, why)
+        return "strip", tuple(frame), check
+    if wanted == "strip":
+        raise ExportError(f"the graph cannot run whole {frame[0]}x{frame[1]} frames ({why}); "
+                          "export with --inference tiles")
+    log.info("tiled inference: the graph cannot run whole frames (%s)", why)
+    return "tiles", tile, None
+
+
 def _output_fields(names: list[str]) -> dict[str, str]:
     if names == [PRESENCE_NAME]:  # a screening classifier
         return {"task": "classification", "output_name": PRESENCE_NAME, "presence_name": ""}
@@ -228,14 +307,17 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
 
     import onnxruntime
 
+    fields = _output_fields(output_names(deployed, in_channels, tile))
+    frame = (int(meta["frame"][0]), int(meta["frame"][1]))
+    inference, model_input, strip_check = _inference_shape(
+        deployed, fp32, in_channels, tile, frame, fields["task"], options.inference)
     manifest = Manifest(
         name=options.name or checkpoint.stem,
         architecture=meta["architecture"],
         classes=[ClassSpec(**c) for c in meta["classes"]],
-        tile_height=tile[0], tile_width=tile[1], in_channels=in_channels,
-        mean=meta["mean"], std=meta["std"], input_name=INPUT_NAME,
-        **_output_fields(output_names(deployed, in_channels, tile)),
-        frame_height=meta["frame"][0], frame_width=meta["frame"][1],
+        tile_height=model_input[0], tile_width=model_input[1], in_channels=in_channels,
+        mean=meta["mean"], std=meta["std"], input_name=INPUT_NAME, **fields,
+        inference=inference, frame_height=frame[0], frame_width=frame[1],
         models={"fp32": ModelFile(fp32.name, sha256_file(fp32), "fp32")},
         parity={"fp32": {**check, "tolerance": PARITY_TOLERANCE,
                          "mean_tolerance": PARITY_MEAN_TOLERANCE}},
@@ -247,11 +329,14 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
         source_checkpoint_sha256=sha256_file(checkpoint),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    if strip_check is not None:
+        manifest.parity["strip"] = {**strip_check, "tolerance": PARITY_TOLERANCE}
     if options.fp16:
         fp16 = staging / variant("fp16").file_name
         convert_fp16(fp32, fp16)
         manifest.models["fp16"] = ModelFile(fp16.name, sha256_file(fp16), "fp16")
-        manifest.parity["fp16"] = _fp16_parity(fp32, fp16, tile, in_channels)
+        manifest.parity["fp16"] = _fp16_parity(fp32, fp16, model_input, in_channels)
+    held_out, baseline = None, None
     if options.int8:
         if not options.calibration:
             raise ExportError("--int8 needs a calibration set: --calib SET (edge-calibrate)")
@@ -261,12 +346,18 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
             raise ExportError(f"calibration set tiles are {cal.channels}x{cal.tile_height}x"
                               f"{cal.tile_width}, the model takes {in_channels}x{tile[0]}x"
                               f"{tile[1]}: rebuild it with edge-calibrate --tile")
+        # Calibration tiles are the training tile's even for a strip model: activation
+        # ranges do not depend on the input's extent, and the graph takes any size.
         held_out = _held_out(options, calibration, manifest.class_ids)
         manifest.metrics["quantization"] = _quantise_with_gate(
             staging, fp32, manifest, calibration, held_out, options)
         manifest.metrics["calibration"] = {
             "sha256": cal.sha256, "tiles": cal.count, "frames": len(cal.sources),
             "path": str(calibration.root), "strategy": cal.strategy}
+        baseline = manifest.metrics.get("heldout", {}).get("fp32", {}).get("dice")
+    if manifest.task == "segmentation":
+        manifest.parity["score_tail"] = _add_score_tails(staging, manifest, held_out,
+                                                         baseline)
     not_built = _engines(staging, manifest, options, out)
     manifest.metrics["engines_not_built"] = not_built
     write_manifest(staging, manifest)

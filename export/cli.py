@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-limit", type=int, default=24, help="held-out frames to score")
     ap.add_argument("--no-accuracy-gate", action="store_true",
                     help="write INT8 models without checking their Dice (not for production)")
+    ap.add_argument("--inference", choices=["auto", "tiles", "strip"], default="auto",
+                    help="how the runtime feeds the model: whole frames (strip) when the "
+                    "graph runs them as torch does (auto), or tiles of the training size")
     ap.add_argument("--batch", default="1:8:16", help="TensorRT profile MIN:OPT:MAX (tiles)")
     ap.add_argument("--engine", action="store_true",
                     help="build TensorRT engines now (needs TensorRT and a GPU here)")
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(name=args.name, fp16=args.fp16, int8=args.int8,
                             calibration=args.calib, eval_data=args.eval,
                             eval_limit=args.eval_limit, accuracy_gate=not args.no_accuracy_gate,
+                            inference=args.inference,
                             batch=args.batch, engine=args.engine, workspace_gb=args.workspace)
     try:
         report = export_bundle(args.checkpoint, args.out, options)
@@ -51,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     manifest = report.manifest
     print(f"wrote {args.out}: {', '.join(manifest.models)}; "
-          f"parity max |diff| {manifest.parity['fp32']['max_abs_diff']:.2e}")
+          f"parity max |diff| {manifest.parity['fp32']['max_abs_diff']:.2e}; inference: "
+          f"{manifest.inference} ({manifest.tile_height}x{manifest.tile_width})")
     for precision, result in manifest.metrics.get("heldout", {}).items():
         if "dice" in result:
             print(f"  held-out Dice {precision:9s} {result['dice']:.4f} "

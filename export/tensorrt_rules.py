@@ -11,6 +11,10 @@ The rules, as onnx-tensorrt's QuantizeLinear/DequantizeLinear importer applies t
   Conv are quantised along axis 0, of a ConvTranspose along axis 1;
 - activations are quantised per tensor (one scale);
 - `axis` needs opset 13 or newer.
+
+And one rule for any graph TensorRT builds from (`tensorrt_uint8_problems`): UINT8 is a
+network input or output type only, converted from or to float by a Cast
+(NvInferRuntimeBase.h, DataType::kUINT8): the uint8 frames in, the uint8 scores out.
 """
 
 from __future__ import annotations
@@ -79,4 +83,39 @@ def tensorrt_qdq_problems(model: onnx.ModelProto | str | Path) -> list[str]:
             if want is not None and axis % len(data.dims) != want:
                 problems.append(f"{where}: {consumer.op_type} weights are quantised along "
                                 f"axis {axis}, TensorRT needs axis {want}")
+    return problems
+
+
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+# Ops that read a tensor's shape, not its values (TensorRT's shape layer takes any type).
+METADATA_OPS = ("Shape", "Size")
+
+
+def tensorrt_uint8_problems(model: onnx.ModelProto | str | Path) -> list[str]:
+    """Where this graph uses UINT8 other than as TensorRT allows (empty when it does not)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*graph.input, *graph.output, *graph.value_info]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    inputs, outputs = {v.name for v in graph.input}, {v.name for v in graph.output}
+    uint8 = onnx.TensorProto.UINT8
+    problems = []
+    for node in graph.node:
+        where = f"{node.op_type} {node.name or node.output[0]}"
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        for name in node.input:
+            reads_values = node.op_type not in METADATA_OPS
+            if types.get(name) == uint8 and reads_values and not (
+                    name in inputs and node.op_type == "Cast" and to in FLOAT_TYPES):
+                problems.append(f"{where}: reads uint8 {name} (TensorRT converts uint8 "
+                                "network inputs to float with a Cast only)")
+        for name in node.output:
+            if types.get(name) != uint8:
+                continue
+            source = types.get(node.input[0]) if node.input else None
+            if name not in outputs or node.op_type != "Cast" or source not in FLOAT_TYPES:
+                problems.append(f"{where}: makes uint8 {name} (TensorRT makes uint8 only "
+                                "as a network output, cast from float)")
     return problems

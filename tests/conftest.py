@@ -19,13 +19,26 @@ def synth_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_bundle(synth_data, tmp_path_factory) -> Path:
-    """A MiniUNet trained briefly on `synth_data` and exported: the real train+export path."""
+    """A MiniUNet trained briefly on `synth_data` and exported: the real train+export path.
+    Tiled inference (256x256 tiles), as a screen needs; `strip_bundle` is the default
+    export of the same checkpoint (whole strips)."""
     work = tmp_path_factory.mktemp("model")
     checkpoint = work / "mini.pt"
     run_module("lineside.train.cli", str(synth_data), "-o", str(checkpoint), "--epochs", "1",
                "--samples-per-epoch", "16", "--batch-size", "4", "--val-fraction", "0.2")
     bundle = work / "bundle"
-    run_module("lineside.export.cli", str(checkpoint), "-o", str(bundle))
+    run_module("lineside.export.cli", str(checkpoint), "-o", str(bundle), "--inference",
+               "tiles")
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def strip_bundle(trained_bundle, tmp_path_factory) -> Path:
+    """`trained_bundle`'s checkpoint exported as edge-export does by default: the MiniUNet
+    runs whole 256x1600 strips."""
+    bundle = tmp_path_factory.mktemp("strip") / "bundle"
+    run_module("lineside.export.cli", str(trained_bundle.parent / "mini.pt"), "-o",
+               str(bundle))
     return bundle
 
 

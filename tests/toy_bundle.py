@@ -35,16 +35,24 @@ def toy_graph(classes: int, gate: bool) -> onnx.ModelProto:
 
 
 def write_toy_bundle(root: Path, classes: int = 4, gate: bool = False, tile: int = 64,
-                     thresholds: float = 0.5, gate_threshold: float = 0.0) -> Path:
+                     thresholds: float = 0.5, gate_threshold: float = 0.0,
+                     scored: bool = False) -> Path:
+    """`scored`: with the scoring tail edge-export appends (thresholds in, uint8 scores,
+    maxima and areas out); without, an older bundle's probabilities."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "model_fp32.onnx"
     onnx.save(toy_graph(classes, gate), str(path))
+    if scored:
+        from lineside.export.score_tail import add_score_tail
+
+        add_score_tail(path)
     manifest = Manifest(
         name="toy", architecture="toy",
         classes=[ClassSpec(k + 1, f"class{k + 1}", thresholds, 0,
                            gate_threshold if gate else 0.0) for k in range(classes)],
         tile_height=tile, tile_width=tile, presence_name="presence" if gate else "",
         frame_height=tile, frame_width=4 * tile,
+        output_form="scores" if scored else "probabilities",
         models={"fp32": ModelFile(path.name, sha256_file(path), "fp32")})
     write_manifest(root, manifest)
     return root

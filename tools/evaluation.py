@@ -20,7 +20,7 @@ from lineside.edge.pipeline.decide import frame_verdict
 from lineside.edge.pipeline.infer import run_model
 from lineside.edge.pipeline.model import LoadedModel
 from lineside.edge.pipeline.screen import tiles_to_segment
-from lineside.edge.postprocess import apply_gate, threshold_masks
+from lineside.edge.postprocess import frame_masks, thresholds_of
 from lineside.edge.scoring import Agreement, Scorecard
 from lineside.edge.tiling import cut, make_grid
 
@@ -54,8 +54,8 @@ def score(model: LoadedModel, frames: LabelledFrames, classes: list[ClassSpec],
     card = Scorecard([c.id for c in classes])
     kept, per_frame, tiles, segmented = [], [], 0, 0
     for gray, truth in zip(frames.images, frames.truths, strict=True):
-        out = run_model(model, gray)
-        masks = apply_gate(threshold_masks(out.probabilities, classes), out.gate, classes)
+        out = run_model(model, gray, thresholds=thresholds_of(classes))
+        masks = frame_masks(out.scores, out.gate, classes)
         per_frame.append(card.add(masks, truth))
         tiles, segmented = tiles + out.tiles, segmented + out.segmented
         if keep_masks:

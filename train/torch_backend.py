@@ -24,7 +24,8 @@ class TorchBackend(Backend):
         self.classifier = self.meta["architecture"] in CLASSIFIERS
 
     @torch.no_grad()
-    def infer(self, tiles: np.ndarray) -> Outputs:
+    def infer(self, tiles: np.ndarray, thresholds: np.ndarray | None = None) -> Outputs:
+        """Probabilities (thresholds are applied by post-processing, on the host)."""
         output = self.model(torch.from_numpy(np.ascontiguousarray(tiles)))
         if isinstance(output, tuple):
             return {PROBABILITIES: output[0].numpy(), PRESENCE: output[1].numpy()}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lineside.edge.bundle import ClassSpec
-from lineside.edge.postprocess import apply_gate, threshold_masks
+from lineside.edge.postprocess import masks_of
 from lineside.edge.scoring import Scorecard
 from lineside.edge.tiling import cut, make_grid, stitch
 from lineside.train.checkpoint import save_checkpoint
@@ -90,8 +90,7 @@ def evaluate(probabilities: np.ndarray, presence: np.ndarray | None, strips: Str
                for c, p in zip(strips.class_ids, post, strict=True)]
     card = Scorecard(list(strips.class_ids))
     for i in range(len(probabilities)):
-        masks = threshold_masks(probabilities[i], classes)
-        card.add(apply_gate(masks, None if presence is None else presence[i], classes),
+        card.add(masks_of(probabilities[i], None if presence is None else presence[i], classes),
                  strips.masks(i))
     summary = card.summary()
     return {"dice": summary["dice"], "dice_per_class": summary["dice_per_class"]}

@@ -44,7 +44,8 @@ def _onnxruntime(name: str) -> Factory:
                                   tile=(bundle.manifest.in_channels,
                                         bundle.manifest.tile_height,
                                         bundle.manifest.tile_width),
-                                  input_name=bundle.manifest.input_name)
+                                  input_name=bundle.manifest.input_name,
+                                  thresholds=bundle.manifest.graph_thresholds)
 
     return factory
 

@@ -1,12 +1,14 @@
 """The one interface every inference backend implements.
 
-A backend takes a batch of uint8 tiles (N, C, H, W) and returns the model's outputs by
-name: `probabilities` (N, K, H, W) float32 for a segmentation model, plus `presence`
-(N, K) when the model has a presence gate; a screening classifier returns `presence`
-only. Normalisation and the sigmoid live inside the exported graph, so a backend moves
-bytes and runs the graph, nothing else. Loading (finding or building what to run) is the
-job of a loader beside the backend (the TensorRT engine loader, ONNX Runtime's session
-options); a backend only runs.
+A backend takes a batch of uint8 tiles (N, C, H, W) (and, for a graph that takes them,
+per-tile class thresholds (N, K)) and returns the model's outputs by name. A bundle's
+segmentation graph returns `scores` uint8 (N, K, H, W), `maxima` (N, K) and `areas`
+(N, K) (export/score_tail.py); an older bundle's returns `probabilities` float32
+(N, K, H, W); either may add `presence` (N, K) for a presence gate; a screening
+classifier returns `presence` only. Normalisation, the sigmoid and the thresholds live
+inside the exported graph, so a backend moves bytes and runs the graph, nothing else.
+Loading (finding or building what to run) is the job of a loader beside the backend
+(the TensorRT engine loader, ONNX Runtime's session options); a backend only runs.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-# Output names, as the exported graph names them (export/onnx_export.py).
+# Output and input names, as the exported graph names them (export/).
 PROBABILITIES = "probabilities"
 PRESENCE = "presence"
+SCORES, MAXIMA, AREAS = "scores", "maxima", "areas"
+THRESHOLDS = "thresholds"
 
 Outputs = dict[str, np.ndarray]
 
@@ -33,8 +37,9 @@ class Backend(ABC):
     name: str = "abstract"
 
     @abstractmethod
-    def infer(self, tiles: np.ndarray) -> Outputs:
-        """(N, C, H, W) uint8 -> float32 outputs by name (PROBABILITIES, PRESENCE)."""
+    def infer(self, tiles: np.ndarray, thresholds: np.ndarray | None = None) -> Outputs:
+        """(N, C, H, W) uint8 tiles (and (N, K) float32 thresholds, used by graphs that
+        take them; None: the bundle's own) -> outputs by name."""
 
     def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
         """Run the batch shapes serving will use, so that no frame on the line waits for
@@ -67,9 +72,11 @@ def pad_batch(tiles: np.ndarray) -> np.ndarray:
     return np.concatenate([tiles, np.repeat(tiles[:1], size - len(tiles), axis=0)])
 
 
-def infer_in_batches(backend: Backend, tiles: np.ndarray, max_batch: int) -> Outputs:
+def infer_in_batches(backend: Backend, tiles: np.ndarray, max_batch: int,
+                     thresholds: np.ndarray | None = None) -> Outputs:
     """Outputs for any number of tiles, at most `max_batch` per inference call."""
-    parts = [backend.infer(np.ascontiguousarray(tiles[i:i + max_batch]))
+    parts = [backend.infer(np.ascontiguousarray(tiles[i:i + max_batch]),
+                           None if thresholds is None else thresholds[i:i + max_batch])
              for i in range(0, len(tiles), max_batch)]
     if len(parts) == 1:
         return parts[0]

@@ -46,7 +46,7 @@ class FaultInjectingBackend(Backend):
         self.name = f"{inner.name}+faults"
         self._never = threading.Event()  # nobody sets it: a hang lasts until the process ends
 
-    def infer(self, tiles: np.ndarray) -> Outputs:
+    def infer(self, tiles: np.ndarray, thresholds: np.ndarray | None = None) -> Outputs:
         self.calls += 1
         hang_after = self.faults.get("hang-after")
         if hang_after is not None and self.calls > hang_after:
@@ -57,7 +57,7 @@ class FaultInjectingBackend(Backend):
         if every and self.calls % every == 0:
             raise InjectedFault(f"injected backend fault on call {self.calls} "
                                 f"(--inject-faults infer-every={every})")
-        return self.inner.infer(tiles)
+        return self.inner.infer(tiles, thresholds)
 
     def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
         self.inner.warm_up(tile, max_batch)  # faults are for serving calls only

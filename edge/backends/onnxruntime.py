@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lineside.edge.backends.base import (
+    THRESHOLDS,
     Backend,
     BackendUnavailable,
     Outputs,
@@ -34,11 +35,15 @@ TRT_PROFILE_BATCHES = (1, 8, 32)  # min, opt, max tiles per call
 
 
 def tensorrt_provider_options(input_name: str, tile: tuple[int, int, int], precision: str,
-                              cache_dir: Path) -> dict[str, str]:
-    """ONNX Runtime TensorRT EP options: engine and timing caches, the batch profile, and
-    the precision flag matching the graph (the FP16 ONNX, or the symmetric QDQ one)."""
-    low, opt, high = (f"{input_name}:{n}x{tile[0]}x{tile[1]}x{tile[2]}"
-                      for n in TRT_PROFILE_BATCHES)
+                              cache_dir: Path, classes: int = 0) -> dict[str, str]:
+    """ONNX Runtime TensorRT EP options: engine and timing caches, the batch profile (of
+    the tiles and, for a scored graph of `classes` classes, of its thresholds), and the
+    precision flag matching the graph (the FP16 ONNX, or the symmetric QDQ one)."""
+    def shapes(n: int) -> str:
+        tiles = f"{input_name}:{n}x{tile[0]}x{tile[1]}x{tile[2]}"
+        return f"{tiles},{THRESHOLDS}:{n}x{classes}" if classes else tiles
+
+    low, opt, high = (shapes(n) for n in TRT_PROFILE_BATCHES)
     return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
             "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir),
             "trt_profile_min_shapes": low, "trt_profile_opt_shapes": opt,
@@ -50,7 +55,10 @@ def tensorrt_provider_options(input_name: str, tile: tuple[int, int, int], preci
 class OnnxRuntimeBackend(Backend):
     def __init__(self, model_path: Path, name: str = "ort-cpu", threads: int = 0,
                  precision: str = "fp32", tile: tuple[int, int, int] | None = None,
-                 input_name: str = "frames") -> None:
+                 input_name: str = "frames", thresholds: list[float] | None = None,
+                 profile_prefix: str = "") -> None:
+        """`thresholds`: the bundle's, for a scored graph (fed when a call gives none);
+        `profile_prefix`: turn on ONNX Runtime's profiler, writing there (edge-bench)."""
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -68,6 +76,9 @@ class OnnxRuntimeBackend(Backend):
         # ones the daemon decodes, post-processes and publishes on, and a second session
         # (a screening classifier) runs on next (measured: docs/performance.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         if name != "ort-cpu":  # on a GPU the CPU pool only handles shapes and copies
             options.intra_op_num_threads = threads or 1
         elif threads:
@@ -80,8 +91,8 @@ class OnnxRuntimeBackend(Backend):
 
             cache = engine_cache_dir() / "ort-trt"
             cache.mkdir(parents=True, exist_ok=True)
-            providers[0] = (providers[0], tensorrt_provider_options(input_name, tile,
-                                                                    precision, cache))
+            providers[0] = (providers[0], tensorrt_provider_options(
+                input_name, tile, precision, cache, len(thresholds or [])))
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
                                             providers=providers)
         # ONNX Runtime lists the TensorRT and CUDA providers whenever its GPU build is
@@ -94,23 +105,32 @@ class OnnxRuntimeBackend(Backend):
                 f"or TensorRT libraries are missing or do not match) and fell back to "
                 f"{running}; see ONNX Runtime's log above for the library it could not load")
         self.input_name = self.session.get_inputs()[0].name
+        self.takes_thresholds = any(i.name == THRESHOLDS for i in self.session.get_inputs())
+        self.default_thresholds = np.asarray(thresholds or [], np.float32)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._version = ort.__version__
 
-    def infer(self, tiles: np.ndarray) -> Outputs:
+    def infer(self, tiles: np.ndarray, thresholds: np.ndarray | None = None) -> Outputs:
         count = len(tiles)
-        if self.bucketed:  # a few fixed shapes on the GPU, see base.bucket_size
-            tiles = pad_batch(tiles)
-        results = self.session.run(self.output_names, {self.input_name: tiles})
-        return {name: np.asarray(r[:count], dtype=np.float32)
-                for name, r in zip(self.output_names, results, strict=True)}
+        feeds = {self.input_name: pad_batch(tiles) if self.bucketed else tiles}
+        if self.takes_thresholds:
+            if thresholds is None:
+                if not len(self.default_thresholds):
+                    raise ValueError("this graph takes per-tile thresholds and none were "
+                                     "given (create the backend with the bundle's)")
+                thresholds = np.broadcast_to(self.default_thresholds, (count,
+                                             len(self.default_thresholds)))
+            thresholds = np.ascontiguousarray(thresholds, np.float32)
+            feeds[THRESHOLDS] = pad_batch(thresholds) if self.bucketed else thresholds
+        results = self.session.run(self.output_names, feeds)
+        return {name: r[:count] for name, r in zip(self.output_names, results, strict=True)}
 
     def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
         sizes = [1]
         while self.bucketed and sizes[-1] < bucket_size(max_batch):
             sizes.append(sizes[-1] * 2)
         for size in sizes:
-            self.infer(np.zeros((size, *tile), np.uint8))
+            self.infer(np.zeros((size, *tile), np.uint8))  # the bundle's thresholds
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "onnxruntime": self._version,

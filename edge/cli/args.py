@@ -162,11 +162,13 @@ def serve_args() -> SchemaArgs:
 
 
 def serve_command(bundle: str, settings: dict[str, Any] | None = None,
-                  extra: list[str] | tuple[str, ...] = (),
-                  python: str = sys.executable) -> list[str]:
+                  extra: list[str] | tuple[str, ...] = (), python: str = sys.executable,
+                  module: str = "lineside.edge.cli.serve") -> list[str]:
     """The edge-serve command line for `bundle` with config `settings` (field names of
-    ServeConfig/CameraSettings, as in a `[serve]` table), in a new Python process."""
-    argv = [python, "-m", "lineside.edge.cli.serve", str(bundle)]
+    ServeConfig/CameraSettings, as in a `[serve]` table), in a new Python process
+    (`module`: another entry point that takes edge-serve's flags, such as edge-bench's
+    replay daemon)."""
+    argv = [python, "-m", module, str(bundle)]
     for name, value in (settings or {}).items():
         if name not in SERVE_FLAGS:
             raise KeyError(f"{name!r} is not an edge-serve setting with a flag; known: "

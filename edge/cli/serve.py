@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from lineside.edge.backends import BackendUnavailable
 from lineside.edge.bundle import BundleError
 from lineside.edge.cli.args import SchemaArgs, model_args, serve_args
 from lineside.edge.cli.common import parser, setup_logging
-from lineside.edge.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from lineside.edge.pipeline.model import LoadedModel
+from lineside.edge.config import ConfigError, ServeConfig, load_config
 
 EXAMPLES = """\
   edge-serve bundle/                          # ONNX Runtime, best backend available
@@ -47,23 +52,37 @@ def build_parser() -> tuple[argparse.ArgumentParser, SchemaArgs, SchemaArgs]:
 def main(argv: list[str] | None = None) -> int:
     ap, model, daemon_args = build_parser()
     args = ap.parse_args(argv)
-    # The inference thread needs the GIL for a moment between ONNX Runtime calls; with
-    # Python's default 5 ms switch interval it waited up to that long behind the other
-    # stages each time (py-spy: the inference thread idle 19% of a saturated run).
-    sys.setswitchinterval(0.0005)
     setup_logging(args.verbose, json_lines=args.log_json)
     try:
         config = load_config(args.config, {"bundle": args.bundle, **model.values(args),
                                            **daemon_args.values(args)})
-        from lineside.edge.daemon import EXIT_STALLED, Daemon
+        from lineside.edge.pipeline.model import load_model
 
-        daemon = Daemon.from_config(config)
+        loaded = load_model(config.bundle, config)
     except (ConfigError, BundleError, BackendUnavailable) as exc:
         print(f"edge-serve: {exc}", file=sys.stderr)
         return 2
     if args.validate_config:
         print(config)
         return 0
+    return run_daemon(config, loaded, args)
+
+
+def run_daemon(config: ServeConfig, model: LoadedModel, args: argparse.Namespace) -> int:
+    """Serve `model` until SIGTERM/SIGINT (drain, exit 0) or the stall policy gives up
+    (exit 3); SIGHUP reloads the bundle."""
+    from lineside.edge.daemon import EXIT_STALLED, Daemon
+
+    # The inference thread needs the GIL for a moment between ONNX Runtime calls; with
+    # Python's default 5 ms switch interval it waited up to that long behind the other
+    # stages each time (py-spy: the inference thread idle 19% of a saturated run).
+    sys.setswitchinterval(0.0005)
+    daemon = Daemon(config, model)
+    # Everything loaded so far (model, sessions, config) lives until exit: move it out of
+    # the collector's sight, so that a full collection on the line walks only the
+    # per-frame objects, not the whole process (it showed as latency spikes).
+    gc.collect()
+    gc.freeze()
 
     def request_stop(signum, _frame) -> None:
         log.info("signal %s: draining in-flight frames, then exiting", signum)

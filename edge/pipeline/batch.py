@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lineside.edge.backends.base import Outputs
+from lineside.edge.config import CameraSettings
 from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.frame_queues import FrameQueues
 from lineside.edge.pipeline.model import LoadedModel
@@ -31,6 +32,7 @@ class Batch:
     tiles: np.ndarray  # (N, C, th, tw) uint8, the frames' tiles in order
     model: LoadedModel
     formed_ns: int
+    thresholds: np.ndarray  # (N, K) float32: each tile's class thresholds (its camera's)
     # Filled by the screen stage (models behind a screening classifier):
     screen_scores: np.ndarray | None = None  # (N, K) classifier scores
     flags: np.ndarray | None = None  # (N, K) bool: class flagged in tile
@@ -58,13 +60,16 @@ class BatchStage:
 
     def __init__(self, queues: FrameQueues[Frame], max_batch: int, max_wait_ms: float,
                  counters: DaemonCounters,
-                 seen: Callable[[np.ndarray], None] | None = None) -> None:
+                 seen: Callable[[np.ndarray], None] | None = None,
+                 camera_for: Callable[[str], CameraSettings] | None = None) -> None:
         self.queues = queues
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.counters = counters
         self.grid_for = TileGrids()
         self.seen = seen  # each frame's pixels (the recent frames a candidate is checked on)
+        # A camera's settings (its threshold overrides); the defaults when not given.
+        self.camera_for = camera_for or (lambda _camera: CameraSettings())
 
     def form(self, frames: list[Frame], model: LoadedModel) -> Batch:
         """One batch of `frames`' tiles for `model`."""
@@ -74,10 +79,18 @@ class BatchStage:
                 self.seen(frame.pixels)
         grids = [self.grid_for(f.pixels.shape, model.tile_shape) for f in frames]
         channels = model.bundle.manifest.in_channels
-        tiles = np.concatenate([cut(f.pixels, g, channels)
-                                for f, g in zip(frames, grids, strict=True)])
+        total = sum(g.count for g in grids)
+        tiles = np.empty((total, channels, *model.tile_shape), np.uint8)
+        thresholds = np.empty((total, len(model.bundle.manifest.classes)), np.float32)
+        start = 0
+        for frame, grid in zip(frames, grids, strict=True):
+            stop = start + grid.count
+            cut(frame.pixels, grid, channels, out=tiles[start:stop])
+            thresholds[start:stop] = model.thresholds_for(
+                self.camera_for(frame.header.camera_id))
+            start = stop
         self.counters.stage_time("tile", time.perf_counter() - began)
-        return Batch(frames, grids, tiles, model, time.time_ns())
+        return Batch(frames, grids, tiles, model, time.time_ns(), thresholds)
 
     def next(self, model: LoadedModel, idle: Callable[[], None] | None = None) -> Batch | None:
         """The next batch for `model` (waits for frames, calling `idle` meanwhile); None

@@ -1,5 +1,8 @@
-"""Decide stage: stitched probabilities -> masks, defects, a verdict per frame, and the
+"""Decide stage: a frame's scores -> masks, defects, a verdict per frame, and the
 messages that carry them (`reject`, and `mask` when masks are published).
+
+Most frames of a line are clean: a frame whose classes all come out empty takes a fast
+path with no pixel work (summaries from the maxima, a cached blank mask).
 
 `Decider.messages` is a plain function of an inferred frame and the clock, so the rules
 that decide what the PLC is told (thresholds, gate, rules, the deadline, the fail-safe
@@ -8,6 +11,8 @@ verdict for failed inference) are tested in-process without sockets.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +26,21 @@ from lineside.edge.config import CameraSettings, ClassRule, ServeConfig
 from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.infer import InferredFrame, run_model
 from lineside.edge.pipeline.model import LoadedModel
-from lineside.edge.postprocess import apply_gate, decide, find_defects, label_map, threshold_masks
+from lineside.edge.postprocess import (
+    ClassSummary,
+    Defect,
+    FrameScores,
+    class_masks,
+    clean_summaries,
+    decide,
+    find_defects,
+    kept_classes,
+    label_map,
+    thresholds_of,
+)
 from lineside.edge.scoring import Agreement
-from lineside.edge.tiling import stitch
+
+log = logging.getLogger("lineside.edge.pipeline")
 
 Message = tuple[str, dict[str, Any]]
 # Called with (camera, frame id, pixels, masks, verdict) for the operator view.
@@ -35,10 +52,23 @@ def frame_verdict(model: LoadedModel, gray: np.ndarray,
     """One frame's masks and its verdict with the default rules (any defect rejects), off
     the line: for comparing two models on the same frames (an engine before it replaces
     its graph, edge-eval --compare, a shadow model)."""
-    out = run_model(model, gray)
-    masks = apply_gate(threshold_masks(out.probabilities, classes), out.gate, classes)
-    summaries, _ = find_defects(out.probabilities, masks, classes)
+    out = run_model(model, gray, thresholds=thresholds_of(classes))
+    masks, summaries, _ = judge(out.scores, out.gate, classes)
     return masks, decide(summaries, lambda _: ClassRule())[0]
+
+
+def judge(frame: FrameScores, gate: np.ndarray | None, classes: list[ClassSpec]
+          ) -> tuple[np.ndarray, list[ClassSummary], list[Defect]]:
+    """Masks, per-class summaries and defects of one frame; a frame with no class left
+    after threshold, minimum area and gate costs no pixel work (its masks are the blank
+    scores)."""
+    keep = kept_classes(frame, gate, classes)
+    if not keep.any():
+        blank = frame.scores if frame.clean else np.zeros_like(frame.scores)
+        return blank, clean_summaries(frame, classes), []
+    masks = class_masks(frame, keep)
+    summaries, defects = find_defects(frame, masks, classes)
+    return masks, summaries, defects
 
 
 def agreement(candidate: LoadedModel, reference: LoadedModel,
@@ -70,15 +100,31 @@ class Decider:
         self.viewer = viewer
 
     def messages(self, item: InferredFrame, now_ns: int | None = None) -> list[Message]:
-        """The messages for one frame; `now_ns` (Unix ns) is when the deadline is judged."""
+        """The messages for one frame; `now_ns` (Unix ns) is when the deadline is judged.
+        Never raises: a frame whose post-processing fails gets the fail-safe verdict (its
+        in-flight entry is settled already; without a verdict here the part would pass)."""
         base = protocol.frame_fields(item.frame)
-        if item.tiles_out is None:
+        if item.scores is None:
             return [failsafe_result(base, self.config.failsafe_verdict, item.error)]
+        try:
+            return self._judged(item, base, now_ns)
+        except Exception as exc:
+            log.exception("post-processing failed for frame %s of %s",
+                          item.frame.header.frame_id, item.frame.header.camera_id)
+            if self.counters is not None:
+                self.counters.decide_failure()
+            return [failsafe_result(base, self.config.failsafe_verdict,
+                                    f"post-processing failed: {type(exc).__name__}: {exc}")]
+
+    def _judged(self, item: InferredFrame, base: dict[str, Any],
+                now_ns: int | None) -> list[Message]:
         camera = self.config.for_camera(item.frame.header.camera_id)
         classes = item.model.classes_for(camera)
-        probabilities = stitch(item.tiles_out, item.grid)
-        masks = apply_gate(threshold_masks(probabilities, classes), item.gate, classes)
-        summaries, defects = find_defects(probabilities, masks, classes)
+        if not np.array_equal(item.scores.thresholds, thresholds_of(classes)):
+            raise RuntimeError(f"frame scored at thresholds {item.scores.thresholds.tolist()},"
+                               f" camera {item.frame.header.camera_id!r} has "
+                               f"{thresholds_of(classes).tolist()}")
+        masks, summaries, defects = judge(item.scores, item.gate, classes)
         verdict, reasons = decide(summaries, camera.rule)
         now_ns = time.time_ns() if now_ns is None else now_ns
         elapsed_ms = (now_ns - item.frame.received_ns) / 1e6
@@ -102,19 +148,31 @@ class Decider:
                         item.frame.pixels, masks, verdict)
         if self.config.publish_masks:
             messages.append((protocol.TOPIC_MASK,
-                             self.mask_body(base, probabilities, masks, classes)))
+                             self.mask_body(base, item.scores.scores, masks, defects, classes)))
         return messages
 
-    def mask_body(self, base: dict[str, Any], probabilities: np.ndarray, masks: np.ndarray,
-                  classes: list[ClassSpec]) -> dict[str, Any]:
+    def mask_body(self, base: dict[str, Any], scores: np.ndarray, masks: np.ndarray,
+                  defects: list[Defect], classes: list[ClassSpec]) -> dict[str, Any]:
         height, width = masks.shape[1:]
         body = {**base, "height": height, "width": width, "encoding": self.config.mask_format}
+        blank = not defects  # a kept class always has at least one region
         if self.config.mask_format == "png":
-            labels = label_map(probabilities, masks, [c.id for c in classes])
-            ok, png = cv2.imencode(".png", labels)
-            if not ok:
-                raise RuntimeError("OpenCV could not encode the label map")
-            body[protocol.ATTACHMENT] = png.tobytes()
+            body[protocol.ATTACHMENT] = blank_png(height, width) if blank else \
+                png_bytes(label_map(scores, masks, [c.id for c in classes]))
         else:
-            body["classes"] = {str(c.id): rle.encode(masks[k]) for k, c in enumerate(classes)}
+            body["classes"] = {str(c.id): "" if blank else rle.encode(masks[k])
+                               for k, c in enumerate(classes)}
         return body
+
+
+def png_bytes(labels: np.ndarray) -> bytes:
+    ok, png = cv2.imencode(".png", labels)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the label map")
+    return png.tobytes()
+
+
+@functools.lru_cache(maxsize=8)
+def blank_png(height: int, width: int) -> bytes:
+    """The PNG of a frame with no defect, encoded once per frame shape."""
+    return png_bytes(np.zeros((height, width), np.uint8))

@@ -14,33 +14,95 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lineside.edge.backends.base import PRESENCE, PROBABILITIES, Backend, infer_in_batches
+from lineside.edge.backends.base import (
+    AREAS,
+    MAXIMA,
+    PRESENCE,
+    PROBABILITIES,
+    SCORES,
+    Backend,
+    Outputs,
+    infer_in_batches,
+)
+from lineside.edge.config import CameraSettings
 from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.batch import Batch
 from lineside.edge.pipeline.model import LoadedModel
 from lineside.edge.pipeline.screen import ScreenStage, screen_tiles, tiles_to_segment
+from lineside.edge.postprocess import FrameScores, score_map
 from lineside.edge.protocol import Frame
 from lineside.edge.tiling import TileGrid, cut, make_grid, stitch
 
 log = logging.getLogger("lineside.edge.pipeline")
 
 
-def segment_tiles(backend: Backend, tiles: np.ndarray, flags: np.ndarray | None,
-                  max_batch: int) -> dict[str, np.ndarray]:
-    """The model's outputs for `tiles`; with screen `flags` (N, K), only flagged tiles are
-    segmented, and a class keeps its probabilities only in tiles that flag it (zeros
-    elsewhere: a clean tile). The model's own presence output is dropped then: behind a
-    screen, the screen is the gate."""
+def scored(outputs: Outputs, thresholds: np.ndarray) -> Outputs:
+    """Tile outputs in the scored form (scores, maxima, areas; presence kept) whichever
+    form the graph returns: a bundle's graph scores on the device (export/score_tail.py),
+    an older bundle's probabilities (or torch's) are scored here by the same rule."""
+    if SCORES in outputs:
+        return outputs
+    probabilities = outputs[PROBABILITIES]
+    above = probabilities > np.asarray(thresholds, np.float32)[:, :, None, None]
+    areas = np.count_nonzero(above, axis=(2, 3))
+    scores = np.zeros(probabilities.shape, np.uint8)
+    for n in np.flatnonzero(areas.any(axis=1)):  # clean tiles need no scores at all
+        scores[n] = score_map(probabilities[n], thresholds[n])
+    converted = {SCORES: scores, MAXIMA: probabilities.max(axis=(2, 3)), AREAS: areas}
+    if PRESENCE in outputs:
+        converted[PRESENCE] = outputs[PRESENCE]
+    return converted
+
+
+def segment_tiles(backend: Backend, tiles: np.ndarray, thresholds: np.ndarray,
+                  flags: np.ndarray | None, max_batch: int) -> Outputs:
+    """The model's scored outputs for `tiles` at per-tile `thresholds` (N, K); with screen
+    `flags` (N, K), only flagged tiles are segmented, and a class keeps its scores only in
+    tiles that flag it (zeros elsewhere: a clean tile). The model's own presence output
+    is dropped then: behind a screen, the screen is the gate."""
     if flags is None:
-        return infer_in_batches(backend, tiles, max_batch)
+        return scored(infer_in_batches(backend, tiles, max_batch, thresholds), thresholds)
     keep = tiles_to_segment(flags)
-    height, width = tiles.shape[2:]
-    probabilities = np.zeros((len(tiles), flags.shape[1], height, width), np.float32)
+    (count, classes), (height, width) = flags.shape, tiles.shape[2:]
+    out = {SCORES: np.zeros((count, classes, height, width), np.uint8),
+           MAXIMA: np.zeros((count, classes), np.float32),
+           AREAS: np.zeros((count, classes), np.int64)}
     if keep.any():
-        segmented = infer_in_batches(backend, np.ascontiguousarray(tiles[keep]),
-                                     max_batch)[PROBABILITIES]
-        probabilities[keep] = segmented * flags[keep][:, :, None, None]
-    return {PROBABILITIES: probabilities}
+        limits = np.ascontiguousarray(thresholds[keep])
+        segmented = scored(infer_in_batches(backend, np.ascontiguousarray(tiles[keep]),
+                                            max_batch, limits), limits)
+        flagged = flags[keep]
+        out[SCORES][keep] = segmented[SCORES] * flagged[:, :, None, None]
+        out[MAXIMA][keep] = segmented[MAXIMA] * flagged
+        out[AREAS][keep] = segmented[AREAS] * flagged
+    return out
+
+
+def frame_scores(outputs: Outputs, thresholds: np.ndarray, grid: TileGrid,
+                 start: int) -> FrameScores:
+    """One frame's FrameScores from its tiles' scored outputs (tiles start..start+count).
+
+    A frame whose tiles have no pixel above any threshold (most frames of a line) is
+    recognised from the tiles' areas alone: no stitching, no pixel work. Otherwise the
+    uint8 scores are stitched and the areas counted on the stitched frame (the tiles'
+    areas count their overlaps twice). The maxima are the tiles' (overlaps included)."""
+    stop = start + grid.count
+    used = thresholds[start]  # a frame's tiles share its camera's thresholds
+    maxima = outputs[MAXIMA][start:stop].max(axis=0).astype(np.float32)
+    tile_areas = outputs[AREAS][start:stop]
+    classes = tile_areas.shape[1]
+    if not tile_areas.any():
+        # np.zeros maps zero pages lazily: a clean frame's blank scores cost nothing.
+        blank = np.zeros((classes, grid.frame_height, grid.frame_width), np.uint8)
+        return FrameScores(blank, maxima, np.zeros(classes, np.int64), used)
+    if grid.count == 1 and grid.padded_shape == (grid.frame_height, grid.frame_width):
+        # One tile that is the frame (whole-strip inference): its scores and areas are
+        # the frame's as they are, no copy and no count.
+        return FrameScores(outputs[SCORES][start], maxima, tile_areas[0].astype(np.int64),
+                           used)
+    scores = stitch(outputs[SCORES][start:stop], grid)
+    return FrameScores(scores, maxima, np.count_nonzero(scores.reshape(classes, -1), axis=1),
+                       used)
 
 
 @dataclass
@@ -48,7 +110,7 @@ class InferredFrame:
     frame: Frame
     grid: TileGrid
     model: LoadedModel
-    tiles_out: np.ndarray | None  # (n, K, th, tw) probabilities; None when inference failed
+    scores: FrameScores | None  # None when inference failed
     presence: np.ndarray | None = None  # (K,) frame presence (max over tiles), gated models
     screen_scores: np.ndarray | None = None  # (K,) the screen's scores, max over tiles
     error: str = ""
@@ -68,11 +130,11 @@ def _frame_max(values: np.ndarray | None, start: int, count: int) -> np.ndarray 
 def split_frames(batch: Batch) -> list[InferredFrame]:
     """One InferredFrame per frame of an inferred (or failed) batch."""
     out, offset = [], 0
-    probabilities = batch.outputs.get(PROBABILITIES)
+    inferred = SCORES in batch.outputs
     for frame, grid in zip(batch.frames, batch.grids, strict=True):
-        part = None if probabilities is None else probabilities[offset:offset + grid.count]
         out.append(InferredFrame(
-            frame, grid, batch.model, part,
+            frame, grid, batch.model,
+            frame_scores(batch.outputs, batch.thresholds, grid, offset) if inferred else None,
             _frame_max(batch.outputs.get(PRESENCE), offset, grid.count),
             _frame_max(batch.screen_scores, offset, grid.count),
             batch.error, batch.infer_s * 1000))
@@ -89,7 +151,8 @@ class InferStage:
 
     def process(self, batch: Batch) -> Batch:
         model = batch.model
-        batch.outputs = segment_tiles(model.backend, batch.tiles, batch.flags, self.max_batch)
+        batch.outputs = segment_tiles(model.backend, batch.tiles, batch.thresholds, batch.flags,
+                                      self.max_batch)
         return batch
 
 
@@ -142,35 +205,51 @@ class ModelStages:
 class TileOutputs:
     """Tiles through screen and model, outside the daemon."""
 
-    outputs: dict[str, np.ndarray]  # PROBABILITIES (N, K, th, tw), PRESENCE when gated
+    outputs: Outputs  # scored: SCORES (N, K, th, tw), MAXIMA, AREAS; PRESENCE when gated
     gate: np.ndarray | None  # (N, K) screen scores, or the model's presence
     segmented: int  # tiles that reached the segmentation model
+    thresholds: np.ndarray  # (N, K) the tiles were scored at
 
 
-def infer_tiles(model: LoadedModel, tiles: np.ndarray, max_batch: int = 8) -> TileOutputs:
-    """Screen (when the model has one) and segment `tiles` as the daemon's stages do."""
+def default_thresholds(model: LoadedModel, count: int) -> np.ndarray:
+    """(count, K) thresholds: the bundle's, for every tile."""
+    limits = model.thresholds_for(CameraSettings())
+    return np.ascontiguousarray(np.broadcast_to(limits, (count, len(limits))))
+
+
+def infer_tiles(model: LoadedModel, tiles: np.ndarray, max_batch: int = 8,
+                thresholds: np.ndarray | None = None) -> TileOutputs:
+    """Screen (when the model has one) and segment `tiles` as the daemon's stages do, at
+    per-class `thresholds` (K,) (None: the bundle's)."""
+    limits = default_thresholds(model, len(tiles)) if thresholds is None else \
+        np.ascontiguousarray(np.broadcast_to(np.asarray(thresholds, np.float32),
+                                             (len(tiles), len(thresholds))))
     scores = flags = None
     if model.screen is not None:
         scores, flags = screen_tiles(model.screen, tiles, max_batch)
-    outputs = segment_tiles(model.backend, tiles, flags, max_batch)
+    outputs = segment_tiles(model.backend, tiles, limits, flags, max_batch)
     return TileOutputs(outputs, scores if scores is not None else outputs.get(PRESENCE),
-                       len(tiles) if flags is None else int(tiles_to_segment(flags).sum()))
+                       len(tiles) if flags is None else int(tiles_to_segment(flags).sum()),
+                       limits)
 
 
 @dataclass
 class FrameOutputs:
-    """One frame through the model offline: stitched probabilities and the gate."""
+    """One frame through the model offline: its scores and the gate."""
 
-    probabilities: np.ndarray  # (K, H, W)
+    scores: FrameScores
     gate: np.ndarray | None  # (K,) screen scores or model presence, max over tiles
     tiles: int
     segmented: int  # tiles that reached the segmentation model
 
 
-def run_model(model: LoadedModel, gray: np.ndarray, max_batch: int = 8) -> FrameOutputs:
-    """(K, H, W) probabilities and the frame's gate, exactly as the daemon computes them."""
+def run_model(model: LoadedModel, gray: np.ndarray, max_batch: int = 8,
+              thresholds: np.ndarray | None = None) -> FrameOutputs:
+    """A frame's scores at `thresholds` (K,) (None: the bundle's) and its gate, exactly as
+    the daemon computes them."""
     grid = make_grid(gray.shape, model.tile_shape)
-    out = infer_tiles(model, cut(gray, grid, model.bundle.manifest.in_channels), max_batch)
-    return FrameOutputs(stitch(out.outputs[PROBABILITIES], grid),
+    out = infer_tiles(model, cut(gray, grid, model.bundle.manifest.in_channels), max_batch,
+                      thresholds)
+    return FrameOutputs(frame_scores(out.outputs, out.thresholds, grid, 0),
                         None if out.gate is None else out.gate.max(axis=0), grid.count,
                         out.segmented)

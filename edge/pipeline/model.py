@@ -12,16 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lineside.edge.backends import BACKENDS, Backend, BackendUnavailable, create_backend
-from lineside.edge.backends.base import PROBABILITIES
+from lineside.edge.backends.base import PROBABILITIES, SCORES
 from lineside.edge.bundle import Bundle, BundleError, ClassSpec, load_bundle
 from lineside.edge.config import CameraSettings, ModelSettings
+from lineside.edge.postprocess import thresholds_of
 
 log = logging.getLogger("lineside.edge.pipeline")
 
@@ -49,6 +50,10 @@ def screening_thresholds(screen: Bundle, segment: Bundle,
     if clf.task != "classification":
         raise BundleError(f"screen {screen.root} holds a {clf.task} model; the screen must "
                           "be a screening classifier's bundle (architecture classifier)")
+    if seg.inference == "strip":
+        raise BundleError(f"{segment.root} runs whole {seg.tile_height}x{seg.tile_width} "
+                          "strips, a screen picks tiles to segment: export the segmentation "
+                          "model with edge-export --inference tiles to use a screen")
     if (clf.tile_height, clf.tile_width, clf.in_channels) != \
             (seg.tile_height, seg.tile_width, seg.in_channels):
         raise BundleError(f"screen {screen.root} takes {clf.in_channels}x{clf.tile_height}x"
@@ -75,6 +80,9 @@ class LoadedModel:
     # A TensorRT engine of this precision would serve once built: the daemon builds it in
     # the background and swaps it in (pipeline/engine_build.py). "" = nothing pending.
     pending_engine: str = ""
+    # id(camera settings) -> (the settings, their classes, their thresholds)
+    _classes: dict[int, tuple[CameraSettings, list[ClassSpec], np.ndarray]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -88,7 +96,20 @@ class LoadedModel:
     def classes_for(self, camera: CameraSettings) -> list[ClassSpec]:
         """The bundle's classes with a camera's overrides. Behind a screen, the presence
         gate is the screen: its scores are what the runtime reports as presence, so each
-        class is judged by its screening threshold."""
+        class is judged by its screening threshold. Worked out once per camera settings
+        object (asked for every frame, twice)."""
+        cached = self._classes.get(id(camera))
+        if cached is not None and cached[0] is camera:
+            return cached[1]
+        classes = self._classes_for(camera)
+        thresholds = thresholds_of(classes)
+        thresholds.flags.writeable = False  # shared by every frame of the camera
+        if len(self._classes) >= 256:  # settings made per call (offline tools): stay small
+            self._classes.clear()
+        self._classes[id(camera)] = (camera, classes, thresholds)
+        return classes
+
+    def _classes_for(self, camera: CameraSettings) -> list[ClassSpec]:
         classes = self.bundle.manifest.classes
         if self.screen is not None:
             classes = [replace(c, gate_threshold=float(t))
@@ -97,6 +118,11 @@ class LoadedModel:
         return [replace(c, threshold=camera.thresholds.get(c.id, c.threshold),
                         min_area=camera.min_area.get(c.id, c.min_area))
                 for c in classes]
+
+    def thresholds_for(self, camera: CameraSettings) -> np.ndarray:
+        """(K,) float32 pixel thresholds with a camera's overrides: what the graph is fed."""
+        self.classes_for(camera)
+        return self._classes[id(camera)][2]
 
     def describe(self) -> dict[str, str]:
         described = {"model": self.bundle.manifest.name, "bundle": str(self.bundle.root),
@@ -174,9 +200,11 @@ def load_model(path: str | Path, settings: ModelSettings,
     # are blank and a screen would flag none: warm each model directly.
     for backend in [model.backend] + ([model.screen.backend] if model.screen else []):
         backend.warm_up(model.tile, settings.max_batch)
-    out = model.backend.infer(np.zeros((1, *model.tile), np.uint8))[PROBABILITIES]
-    if out.shape[1] != len(bundle.manifest.classes):
-        raise RuntimeError(f"model gives {out.shape[1]} classes, manifest lists "
+    outputs = model.backend.infer(np.zeros((1, *model.tile), np.uint8))
+    out = outputs.get(SCORES, outputs.get(PROBABILITIES))
+    if out is None or out.shape[1] != len(bundle.manifest.classes):
+        raise RuntimeError(f"model gives {None if out is None else out.shape[1]} classes "
+                           f"(outputs {sorted(outputs)}), manifest lists "
                            f"{len(bundle.manifest.classes)}")
     return model
 

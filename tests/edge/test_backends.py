@@ -16,6 +16,7 @@ from lineside.edge.backends.tensorrt.engine import (
     write_engine_files,
 )
 from lineside.edge.bundle import ModelFile, load_bundle
+from tests.helpers import assert_outputs_close
 
 ORIN = Machine("10.3.0", "Orin", "8.7", 16, 61_440)
 MODELS = {"fp16": ModelFile("model_fp16.onnx", "ab" * 32, "fp16")}
@@ -56,7 +57,7 @@ def test_auto_falls_back_to_the_cpu_here(trained_bundle):
     backend = create_backend("auto", load_bundle(trained_bundle))
     assert backend.describe()["backend"] in ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
     tiles = np.zeros((2, 1, 256, 256), np.uint8)
-    assert backend.infer(tiles)["probabilities"].shape == (2, 4, 256, 256)
+    assert backend.infer(tiles)["scores"].shape == (2, 4, 256, 256)
 
 
 def test_unknown_backend_lists_the_valid_ones(trained_bundle):
@@ -67,7 +68,7 @@ def test_unknown_backend_lists_the_valid_ones(trained_bundle):
 def _gpu_reference(bundle_path):
     bundle = load_bundle(bundle_path)
     tiles = np.random.default_rng(0).integers(0, 256, (5, 1, 256, 256), np.uint8)
-    expected = create_backend("ort-cpu", bundle).infer(tiles)["probabilities"]
+    expected = create_backend("ort-cpu", bundle).infer(tiles)
     return bundle, tiles, expected
 
 
@@ -97,7 +98,7 @@ def test_onnxruntime_gpu_providers_match_the_cpu(trained_bundle, name):
     except BackendUnavailable as exc:
         pytest.skip(f"{name} unavailable here: {exc}")
     assert backend.session.get_providers()[0] == PROVIDERS[name][0]  # no silent fallback
-    assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 1e-2
+    assert_outputs_close(backend.infer(tiles), expected, 1e-2)
 
 
 def _ort_providers() -> list[str]:
@@ -120,7 +121,7 @@ def test_onnxruntime_cuda_runs_the_fp16_model_close_to_fp32_on_the_cpu(fp16_bund
         backend = create_backend("ort-cuda", bundle, "fp16")
     except BackendUnavailable as exc:
         pytest.skip(f"ort-cuda unavailable here: {exc}")
-    assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 2e-2
+    assert_outputs_close(backend.infer(tiles), expected, 2e-2)
 
 
 @pytest.mark.gpu
@@ -133,7 +134,7 @@ def test_native_tensorrt_fp32_engine_matches_onnxruntime(trained_bundle, tmp_pat
     assert backend.engine_path.exists()
     sidecar = EngineSidecar.read(backend.engine_path)
     assert sidecar.precision == "fp32"
-    assert np.abs(backend.infer(tiles)["probabilities"] - expected).max() < 1e-2
+    assert_outputs_close(backend.infer(tiles), expected, 1e-2)
     built = backend.engine_path.stat().st_mtime_ns
     # A second start finds the cached engine instead of rebuilding: the very same file.
     again = TensorRTBackend(bundle, "fp32", cache_dir=tmp_path)
@@ -155,4 +156,4 @@ def test_native_tensorrt_engines_from_fp16_and_qdq_onnx_match_onnxruntime(
     assert sidecar.precision == precision and sidecar.builder_path == "strongly-typed"
     source = "fp16" if precision == "fp16" else "int8-trt"
     assert sidecar.onnx_sha256 == bundle.manifest.models[source].sha256
-    assert np.abs(backend.infer(tiles)["probabilities"] - expected).mean() < tolerance
+    assert_outputs_close(backend.infer(tiles), expected, tolerance)

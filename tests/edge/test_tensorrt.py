@@ -32,13 +32,21 @@ AGX = Machine("10.3.0", "Orin", "8.7", 16, 61_440)
 NX = Machine("10.3.0", "Orin", "8.7", 8, 15_360)  # same name and capability as the AGX
 
 
-def bundle_with(tmp_path: Path, keys=("fp16", "int8-trt")) -> Bundle:
+def bundle_with(tmp_path: Path, keys=("fp16", "int8-trt"), scored: bool = False) -> Bundle:
     """The toy bundle with copies of its graph standing in for the other ONNX variants
-    (each with its own doc string, so its own sha256; TensorRT never runs them here)."""
+    (each with its own doc string, so its own sha256; TensorRT never runs them here);
+    `scored`: every graph with the scoring tail, as edge-export writes them."""
     import onnx
+
+    from lineside.export.score_tail import add_score_tail
 
     root = write_toy_bundle(tmp_path / "bundle")
     bundle = load_bundle(root)
+    if scored:
+        add_score_tail(root / "model_fp32.onnx")
+        bundle.manifest.output_form = "scores"
+        bundle.manifest.models["fp32"] = ModelFile(
+            "model_fp32.onnx", sha256_file(root / "model_fp32.onnx"), "fp32")
     for key in keys:
         name = f"model_{key.replace('-', '_')}.onnx"
         graph = onnx.load(str(root / "model_fp32.onnx"))
@@ -188,9 +196,11 @@ def calibration_set(tmp_path: Path):
     return tmp_path / "cal"
 
 
-def test_legacy_int8_calibration_feeds_uint8_batches_at_the_opt_shape(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scored", [False, True])
+def test_legacy_int8_calibration_feeds_uint8_batches_at_the_opt_shape(tmp_path, monkeypatch,
+                                                                      scored):
     _, builds = trt_contract.install(monkeypatch, "10.3.0")
-    bundle = bundle_with(tmp_path)
+    bundle = bundle_with(tmp_path, scored=scored)
     profile = ShapeProfile(1, 4, 16, 1, 64, 64)
     engine = build_bundle_engine(bundle.root, bundle.manifest, "int8", profile, mode="flags",
                                  calibration_dir=str(calibration_set(tmp_path)))
@@ -198,6 +208,8 @@ def test_legacy_int8_calibration_feeds_uint8_batches_at_the_opt_shape(tmp_path, 
     assert {"INT8", "FP16"} <= record.flags and record.network_flags == 0
     opt = record.calibration_profile.shapes["frames"][1]
     assert opt == (4, 1, 64, 64)  # the calibration profile is the optimisation profile
+    if scored:  # the thresholds have their own shapes in the profile, batch for batch
+        assert record.calibration_profile.shapes["thresholds"] == ((1, 4), (4, 4), (16, 4))
     assert record.calibrator_batches == [(4 * 64 * 64, "UINT8")] * 8  # 32 tiles, OPT 4
     sidecar = EngineSidecar.read(engine)
     assert (sidecar.builder_path, sidecar.source_key) == ("calibrator", "fp32")
@@ -232,20 +244,31 @@ def test_a_timing_cache_from_another_gpu_is_replaced_not_used(tmp_path, monkeypa
     assert cache.read_bytes() == b"TIMING:Orin"  # the new device's cache, saved whole
 
 
-def test_the_runner_checks_shapes_and_outputs_and_frees_what_it_took(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scored", [False, True])
+def test_the_runner_checks_shapes_and_outputs_and_frees_what_it_took(tmp_path, monkeypatch,
+                                                                     scored):
     state, _ = trt_contract.install(monkeypatch, "10.3.0")
     from lineside.edge.backends.base import BackendUnavailable
     from lineside.edge.backends.tensorrt.runner import TensorRTBackend
 
-    bundle = bundle_with(tmp_path)
+    bundle = bundle_with(tmp_path, scored=scored)
     backend = TensorRTBackend(bundle, "fp16", cache_dir=tmp_path / "cache")
     tiles = np.zeros((11, 1, 64, 64), np.uint8)
     out = backend.infer(tiles)
-    assert set(out) == {"probabilities"} and out["probabilities"].shape == (11, 4, 64, 64)
+    if scored:  # uint8 scores, float maxima, int32 areas: the graph's own types
+        assert set(out) == {"scores", "maxima", "areas"}
+        assert out["scores"].shape == (11, 4, 64, 64) and out["scores"].dtype == np.uint8
+        assert out["areas"].shape == (11, 4) and out["areas"].dtype == np.int32
+        thresholds = np.full((11, 4), 0.3, np.float32)
+        backend.infer(tiles, thresholds)
+        fed = [a for a in state.allocations if len(a.data) == 11 * 4 * 4]  # 11 rows of K
+        assert any(np.allclose(np.frombuffer(a.data, np.float32), 0.3) for a in fed)
+    else:
+        assert set(out) == {"probabilities"} and out["probabilities"].shape == (11, 4, 64, 64)
     with pytest.raises(RuntimeError, match="refused input shape"):
         backend._context.push()
         try:
-            backend._set_shape((backend.max_batch + 1, 1, 64, 64))
+            backend._set_shape("frames", (backend.max_batch + 1, 1, 64, 64))
         finally:
             backend._context.pop()
     backend.close()

@@ -1,6 +1,7 @@
 """Every zoo architecture's TensorRT-flavoured INT8 graph obeys what TensorRT's ONNX parser
-accepts (export/tensorrt_rules.py), and the check catches the forms it refuses: int32
-(quantised) biases and the CPU flavour's uint8 zero points. TensorRT itself is not needed:
+accepts (export/tensorrt_rules.py), with the scoring tail keeps uint8 at the network's
+edges, and the checks catch the forms TensorRT refuses: int32 (quantised) biases, the CPU
+flavour's uint8 zero points, uint8 arithmetic. TensorRT itself is not needed:
 the rules are taken from its parser's Q/DQ importer."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pytest
 from lineside.calibration.calibration_set import CalibrationSet, write_set
 from lineside.export.int8 import quantize
 from lineside.export.onnx_export import INPUT_NAME, export_onnx
-from lineside.export.tensorrt_rules import tensorrt_qdq_problems
+from lineside.export.score_tail import add_score_tail
+from lineside.export.tensorrt_rules import tensorrt_qdq_problems, tensorrt_uint8_problems
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +53,10 @@ def test_the_tensorrt_int8_graph_of_every_architecture_passes(tmp_path, calibrat
     assert tensorrt_qdq_problems(qdq) == []
     graph = onnx.load(str(qdq)).graph
     assert any(n.op_type == "DequantizeLinear" for n in graph.node)  # it is quantised
+    if architecture != "classifier":  # segmentation graphs get the scoring tail
+        for path in (fp32, qdq):
+            add_score_tail(path)
+            assert tensorrt_uint8_problems(path) == [], path.name
 
 
 def test_the_check_refuses_quantised_biases_and_uint8_zero_points(tmp_path, calibration):
@@ -70,3 +76,18 @@ def test_the_check_refuses_quantised_biases_and_uint8_zero_points(tmp_path, cali
     cpu = tmp_path / "cpu.onnx"
     quantize(fp32, cpu, "cpu", calibration, INPUT_NAME)
     assert any("UINT8" in p for p in tensorrt_qdq_problems(cpu))
+
+
+def test_the_uint8_check_names_a_graph_that_computes_on_uint8():
+    """TensorRT takes uint8 only as a network input cast to float, or an output cast from
+    float (the zoo with its scoring tail passes, above); anything else is named."""
+    from onnx import TensorProto, helper
+
+    frames = helper.make_tensor_value_info("frames", TensorProto.UINT8, [1, 4])
+    out = helper.make_tensor_value_info("out", TensorProto.UINT8, [1, 4])
+    bad = helper.make_model(helper.make_graph(
+        [helper.make_node("Add", ["frames", "frames"], ["out"], name="add_u8")], "g",
+        [frames], [out]), opset_imports=[helper.make_opsetid("", 17)])
+    problems = tensorrt_uint8_problems(bad)
+    assert any("add_u8: reads uint8 frames" in p for p in problems)
+    assert any("add_u8: makes uint8 out" in p for p in problems)

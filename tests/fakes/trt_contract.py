@@ -12,9 +12,12 @@ and release/11.0) and from pycuda:
 - `IBuilderConfig.set_timing_cache(cache, ignore_mismatch)` and
   `IExecutionContext.set_input_shape(name, shape)` return False instead of raising;
 - `build_serialized_network` returns None on failure;
+- the network's inputs and outputs are the ONNX graph's (names and types, read from the
+  bytes given to the parser); a build fails (returns None) when an input has no shapes in
+  the optimisation profile;
 - with the INT8 flag and a calibrator, the builder calls `get_batch_size()` and
-  `get_batch(names)` until it returns None, reading the device pointer it gets at the
-  calibration profile's OPT shape in the network input's dtype;
+  `get_batch(names)` with every input's name until it returns None, reading one device
+  pointer per name at the calibration profile's OPT shape in that input's dtype;
 - pycuda allocates (`pagelocked_empty`, `mem_alloc`) and copies only with a context
   current on the calling thread (`pycuda._driver.LogicError` otherwise).
 """
@@ -170,6 +173,10 @@ class DataType:
     FLOAT, HALF, INT8, INT32, BOOL, UINT8 = "FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8"
 
 
+# ONNX TensorProto element types -> TensorRT DataType, for the types our graphs use.
+ONNX_TYPES = {1: DataType.FLOAT, 2: DataType.UINT8, 3: DataType.INT8, 6: DataType.INT32,
+              9: DataType.BOOL, 10: DataType.HALF}
+
 NPTYPES = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
            DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8}
 
@@ -187,7 +194,7 @@ class BuildRecord:
 
 def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
                   input_dtype: str = DataType.UINT8,
-                  outputs: tuple[str, ...] = ("probabilities",),
+                  outputs: tuple[str, ...] | None = None,
                   build_delay_s: float = 0.0) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -214,11 +221,17 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
     class Tensor:
         name: str
         dtype: str
+        shape: tuple = ()
 
     class Network:
         def __init__(self, record: BuildRecord) -> None:
             self.record = record
             self.inputs = [Tensor("frames", input_dtype)]
+            self.outputs = [Tensor("probabilities", DataType.FLOAT)]
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self.inputs)
 
         def get_input(self, index: int) -> Tensor:
             return self.inputs[index]
@@ -229,7 +242,23 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
             self.num_errors = 0
 
         def parse(self, data: bytes) -> bool:
-            return bool(data)
+            """The graph's inputs and outputs become the network's (bytes that are not
+            ONNX keep the defaults: frames in, probabilities out)."""
+            import onnx
+
+            try:
+                graph = onnx.load_from_string(bytes(data)).graph
+            except Exception:
+                return bool(data)
+
+            def tensors(values) -> list[Tensor]:
+                return [Tensor(v.name, ONNX_TYPES[v.type.tensor_type.elem_type],
+                               tuple(d.dim_value or -1 for d in v.type.tensor_type.shape.dim))
+                        for v in values]
+
+            self.network.inputs, self.network.outputs = tensors(graph.input), \
+                tensors(graph.output)
+            return True
 
         def get_error(self, index: int) -> str:
             return "fake parser error"
@@ -320,9 +349,16 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
             calibrator = getattr(config, "_calibrator", None)
             if "INT8" in self.record.flags and calibrator is not None:
                 self._calibrate(network, config, calibrator)
-            low, _, high = config.profiles[0].shapes[network.get_input(0).name]
+            shapes = config.profiles[0].shapes
+            if any(t.name not in shapes for t in network.inputs):
+                return None  # "input has no shapes in the optimization profile"
+            low, _, high = shapes[network.get_input(0).name]
+            made = [(t.name, t.dtype) for t in network.outputs] if outputs is None else \
+                [(name, DataType.FLOAT) for name in outputs]
             return json.dumps({"fake_engine": True, "flags": sorted(self.record.flags),
-                               "min": low, "max": high, "outputs": outputs}).encode()
+                               "min": low, "max": high,
+                               "inputs": [(t.name, t.dtype) for t in network.inputs],
+                               "outputs": made}).encode()
 
         def _calibrate(self, network: Network, config: Config, calibrator: Any) -> None:
             """What TensorRT's legacy calibration asks of a Python calibrator (pyInt8.cpp):
@@ -330,33 +366,41 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
             profile = self.record.calibration_profile or config.profiles[0]
             _, opt, _ = profile.shapes[network.get_input(0).name]
             assert calibrator.get_batch_size() == opt[0], "calibrator batch is not OPT"
-            expected = int(np.prod(opt)) * np.dtype(NPTYPES[network.get_input(0).dtype]).itemsize
             calibrator.read_calibration_cache()
-            while (pointers := calibrator.get_batch(["frames"])) is not None:
-                allocation = cuda.by_pointer(pointers[0])
-                assert allocation.size == expected, \
-                    f"calibration buffer is {allocation.size} bytes, the OPT input {expected}"
-                self.record.calibrator_batches.append((len(allocation.data),
+            names = [t.name for t in network.inputs]
+            while (pointers := calibrator.get_batch(names)) is not None:
+                assert len(pointers) == len(names), f"{len(pointers)} pointers for {names}"
+                for tensor, pointer in zip(network.inputs, pointers, strict=True):
+                    shape = profile.shapes[tensor.name][1]
+                    expected = int(np.prod(shape)) * np.dtype(NPTYPES[tensor.dtype]).itemsize
+                    allocation = cuda.by_pointer(pointer)
+                    assert allocation.size == expected, \
+                        f"calibration buffer for {tensor.name} is {allocation.size} bytes, " \
+                        f"the OPT input {expected}"
+                first = cuda.by_pointer(pointers[0])
+                self.record.calibrator_batches.append((len(first.data),
                                                        network.get_input(0).dtype))
             calibrator.write_calibration_cache(b"CALIBRATION-TABLE")
 
     class ExecutionContext:
         def __init__(self, engine: Engine) -> None:
             self.engine = engine
-            self.shape: tuple | None = None
+            self.shapes: dict[str, tuple] = {}
             self.addresses: dict[str, int] = {}
 
         def set_input_shape(self, name: str, shape) -> bool:  # False, not an exception
-            if not self.engine.min[0] <= shape[0] <= self.engine.max[0]:
+            if name not in self.engine.inputs or \
+                    not self.engine.min[0] <= shape[0] <= self.engine.max[0]:
                 return False
-            self.shape = tuple(shape)
+            self.shapes[name] = tuple(shape)
             return True
 
         def get_tensor_shape(self, name: str) -> tuple:
-            if name == "frames":
-                return self.shape
-            return (self.shape[0], 4, *self.shape[2:]) if name == "probabilities" else \
-                (self.shape[0], 4)
+            if name in self.engine.inputs:
+                return self.shapes[name]
+            frames = self.shapes[self.engine.names[0]]
+            return (frames[0], 4, *frames[2:]) if name in ("probabilities", "scores") \
+                else (frames[0], 4)
 
         def set_tensor_address(self, name: str, address: int) -> bool:
             self.addresses[name] = address
@@ -364,13 +408,16 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
 
         def execute_async_v3(self, stream_handle: int) -> bool:
             _require_context("LaunchKernel")
-            return set(self.addresses) == {"frames", *self.engine.outputs}
+            batches = {shape[0] for shape in self.shapes.values()}
+            return set(self.addresses) == set(self.engine.names) and \
+                set(self.shapes) == set(self.engine.inputs) and len(batches) == 1
 
     class Engine:
         def __init__(self, body: dict) -> None:
             self.min, self.max = tuple(body["min"]), tuple(body["max"])
-            self.outputs = list(body["outputs"])
-            self.names = ["frames", *self.outputs]
+            self.inputs = dict(body.get("inputs", [("frames", DataType.UINT8)]))
+            self.outputs = dict(body["outputs"])
+            self.names = [*self.inputs, *self.outputs]
 
         @property
         def num_io_tensors(self) -> int:
@@ -380,10 +427,10 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
             return self.names[index]
 
         def get_tensor_mode(self, name: str) -> str:
-            return trt.TensorIOMode.INPUT if name == "frames" else trt.TensorIOMode.OUTPUT
+            return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name: str) -> str:
-            return DataType.UINT8 if name == "frames" else DataType.FLOAT
+            return {**self.inputs, **self.outputs}[name]
 
         def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple]:
             return [self.min, self.min, self.max]
@@ -408,7 +455,7 @@ def make_tensorrt(version: str, cuda: CudaState, builds: list[BuildRecord],
     return trt
 
 
-def install(monkeypatch, version: str = "10.3.0", outputs: tuple[str, ...] = ("probabilities",),
+def install(monkeypatch, version: str = "10.3.0", outputs: tuple[str, ...] | None = None,
             build_delay_s: float = 0.0, **cuda: Any) -> tuple[CudaState, list[BuildRecord]]:
     """Put the fakes where `import tensorrt` and `import pycuda.driver` find them."""
     import sys

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lineside.edge.config import CameraSettings, ModelSettings
 from lineside.edge.pipeline.infer import run_model
 from lineside.edge.pipeline.model import compose_model
-from lineside.edge.postprocess import apply_gate, threshold_masks
+from lineside.edge.postprocess import frame_masks
 from tests.helpers import free_endpoint
 from tests.system.line import collect, header, serve
 
@@ -50,7 +50,7 @@ def test_daemon_with_a_screen_serves_every_frame_as_the_offline_pipeline_does(
     for result, frame in zip(book.results, frames, strict=True):
         out = run_model(offline, frame)
         offline_segmented += out.segmented
-        masks = apply_gate(threshold_masks(out.probabilities, classes), out.gate, classes)
+        masks = frame_masks(out.scores, out.gate, classes)
         for k, spec in enumerate(classes):
             area = result["classes"][str(spec.id)]["area"]
             assert abs(area - int(masks[k].sum())) <= max(2, 0.002 * area)

@@ -50,3 +50,19 @@ def test_bench_refuses_frames_of_the_wrong_size(trained_bundle, tmp_path):
                              str(trained_bundle), "--images", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "256x1600" in result.stderr
+
+
+def test_pipeline_stage_replays_the_model_outputs_through_the_whole_daemon(trained_bundle,
+                                                                          synth_data, tmp_path):
+    """The host side's ceiling: the daemon around recorded outputs (a benchmark
+    instrument, labelled so in the report). It asserts no timings, only that it ran."""
+    run_module("lineside.tools.bench.cli", str(trained_bundle), "--images", str(synth_data),
+               "--stages", "pipeline", "--daemon-frames", "4", "--pipeline-frames", "24",
+               "--loads", "50", "-o", str(tmp_path))
+    report = json.loads((tmp_path / "bench.json").read_text())
+    pipeline = report["pipeline"]
+    assert "benchmark instrument" in (tmp_path / "bench.md").read_text()
+    assert pipeline["instrument"].startswith("replayed model outputs")
+    assert pipeline["saturation_fps"] > 0 and pipeline["loads"][0]["frames"] == 24
+    assert {"decode", "tile", "infer", "postprocess"} <= set(pipeline["saturation_stages_ms"])
+    assert any(r.startswith("pipeline ceiling") for r in report["ratios"])

@@ -175,8 +175,8 @@ def test_presence_gate_trains_exports_and_gates_in_the_runtime(synth_data, tmp_p
     backend = create_backend("ort-cpu", bundle)
     gray = np.random.default_rng(0).integers(60, 140, (64, 300), dtype=np.uint8)
     out = run_model(LoadedModel(bundle, backend), gray)
-    probabilities, presence = out.probabilities, out.gate
-    assert probabilities.shape == (4, 64, 300) and presence.shape == (4,)
+    scores, presence = out.scores, out.gate
+    assert scores.scores.shape == (4, 64, 300) and presence.shape == (4,)
     assert ((presence >= 0) & (presence <= 1)).all()
 
 

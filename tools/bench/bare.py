@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lineside.edge.backends.onnxruntime import OnnxRuntimeBackend
 from lineside.edge.bundle import Bundle
 from lineside.edge.config import ModelSettings
 from lineside.edge.pipeline.infer import infer_tiles
@@ -109,21 +110,14 @@ def ort_op_profile(bundle: Bundle, precision: str, tiles: np.ndarray, runs: int 
     import os
     import tempfile
 
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    if threads:
-        options.intra_op_num_threads = threads
     with tempfile.TemporaryDirectory() as tmp:
-        options.profile_file_prefix = os.path.join(tmp, "ort")
-        session = ort.InferenceSession(
-            str(bundle.model_path(onnx_for(precision, "cpu").key)), options,
-            providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
+        backend = OnnxRuntimeBackend(
+            bundle.model_path(onnx_for(precision, "cpu").key), "ort-cpu", threads,
+            thresholds=bundle.manifest.graph_thresholds,
+            profile_prefix=os.path.join(tmp, "ort"))
         for _ in range(runs):
-            session.run(None, {name: tiles})
-        events = json.loads(Path(session.end_profiling()).read_text())
+            backend.infer(tiles)
+        events = json.loads(Path(backend.session.end_profiling()).read_text())
     per_op: dict[str, float] = {}
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):

@@ -2,7 +2,9 @@
 
 Stages: (1) bare backend on pre-tiled batches, (2) the whole daemon over ZeroMQ at
 saturation and at fractions of it, (3) the notebooks' baseline (torch eager FP32, one
-frame at a time), given its checkpoint. Ratios are printed last.
+frame at a time), given its checkpoint, (4) `pipeline`: the whole daemon with the model's
+outputs replayed (a benchmark instrument, tools/bench/replay.py): the host side's ceiling.
+Ratios are printed last.
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
                        choices={"precision": (*PRECISIONS, *ONNX_KEYS)})
     model.add_to(ap)
     ap.add_argument("--stages", nargs="+", default=["bare"],
-                    choices=["bare", "daemon", "baseline"])
+                    choices=["bare", "daemon", "baseline", "pipeline"])
     ap.add_argument("--images", metavar="DIR", help="frames to send: a folder of strips "
                     "(any layout edge-train reads); default uniform noise")
     ap.add_argument("--frames", type=int, default=8, help="frames per bare round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--daemon-frames", type=int, default=40, help="frames per load level")
+    ap.add_argument("--pipeline-frames", type=int, default=400, help="frames per load level "
+                    "of the pipeline stage (the distinct frames are --daemon-frames, cycled)")
     ap.add_argument("--loads", default="25,50,90", help="offered loads, %% of saturation")
     ap.add_argument("--baseline", help="checkpoint for the torch-eager baseline stage")
     ap.add_argument("--baseline-device", default="cpu", help="cpu | cuda: where the "
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [BenchVariant(p) for p in precisions]
     if values["screen"]:
         variants += [BenchVariant(p, values["screen"]) for p in precisions]
-    count = max(args.frames, args.daemon_frames if "daemon" in args.stages else 0)
+    count = max(args.frames, args.daemon_frames if {"daemon", "pipeline"} & set(args.stages)
+                else 0)
     strips = load_strips(bundle.manifest, args.images, count)
     report: dict = {"bundle": str(bundle.root), "model": bundle.manifest.name,
                     "backend": base.backend, "batch_tiles": base.max_batch,
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                 report["daemon"][label]["gflop_per_s"] = \
                     saturation * baseline["gflop_per_frame"]
         lines += tables.stage_table(stages)
+    if "pipeline" in args.stages:
+        report["pipeline"] = pipeline_stage(bundle, variants[0], base, strips, args, lines,
+                                            ratios, bare)
     report["ratios"] = ratios
     print("\n".join(lines))
     if args.out:
@@ -150,6 +158,46 @@ def main(argv: list[str] | None = None) -> int:
     for line in ratios:  # last, where a reader's eye lands
         print(line)
     return 0
+
+
+def pipeline_stage(bundle, variant: BenchVariant, base, strips, args, lines: list[str],
+                   ratios: list[str], bare: dict) -> dict:
+    """The daemon around recorded outputs of the real model (a benchmark instrument):
+    what the host side sustains, and what it adds to latency, per stage."""
+    import tempfile
+
+    from lineside.edge.pipeline.model import compose_model
+    from lineside.tools.bench.daemon import DaemonUnderTest
+    from lineside.tools.bench.replay import record_outputs
+
+    plain = BenchVariant(variant.precision)  # the screen's saving is the model's, not ours
+    frames = strips[:args.daemon_frames]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = compose_model(bundle, plain.settings(base))
+        replay = record_outputs(model, frames, Path(tmp) / "replay.npz", base.max_batch)
+        model.close()
+        daemon = DaemonUnderTest(bundle, plain, base, frames, replay=replay)
+        try:
+            saturation = daemon.saturation(args.pipeline_frames)
+            loads = [daemon.at_rate(saturation * int(p) / 100, args.pipeline_frames)
+                     for p in args.loads.split(",")]
+        finally:
+            daemon.close()
+    lines += tables.daemon_header("Pipeline ceiling: the daemon around replayed model "
+                                  "outputs (benchmark instrument: no model runs)")
+    lines += tables.daemon_rows(f"{plain.label} replayed", saturation, loads)
+    lines += tables.stage_table([(f"{plain.label} replayed", daemon.saturation_stages_ms)])
+    ratios.append(f"pipeline ceiling {plain.label}: {saturation:.0f} frames/s "
+                  f"({len(frames)} distinct frames)")
+    half = min(1, len(loads) - 1)
+    ratios.append(f"pipeline p99 latency at {args.loads.split(',')[half]}% load: "
+                  f"{loads[half].latency_p99_ms:.1f} ms")
+    if plain.label in bare:
+        ratios.append(f"pipeline ceiling / bare {plain.label}: "
+                      f"{saturation / bare[plain.label].frames_per_s:.1f}x")
+    return {"instrument": "replayed model outputs (tools/bench/replay.py)",
+            "saturation_fps": saturation, "saturation_stages_ms": daemon.saturation_stages_ms,
+            "loads": [asdict(x) for x in loads]}
 
 
 if __name__ == "__main__":

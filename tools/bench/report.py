@@ -28,8 +28,9 @@ def profile_table(profiles: dict[str, dict[str, float]]) -> list[str]:
               for p, shares in profiles.items())]
 
 
-def daemon_header() -> list[str]:
-    return ["", "## Daemon over ZeroMQ (camera timestamp to reject message)", "",
+def daemon_header(title: str = "Daemon over ZeroMQ (camera timestamp to reject message)"
+                  ) -> list[str]:
+    return ["", f"## {title}", "",
             "| variant | offered fps | achieved fps | p50 ms | p99 ms | max ms |",
             "|---|---|---|---|---|---|"]
 

@@ -56,6 +56,15 @@ class ShapeProfile:
         tail = (self.channels, self.height, self.width)
         return (self.min_batch, *tail), (self.opt_batch, *tail), (self.max_batch, *tail)
 
+    def shapes_for(self, per_tile: tuple[int, ...] | None = None
+                   ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """MIN, OPT, MAX shapes of an input: the tiles (None), or another per-tile input
+        of shape (batch, *per_tile), such as a scored graph's thresholds (batch, K)."""
+        if per_tile is None:
+            return self.shapes()
+        return tuple((batch, *per_tile) for batch in  # type: ignore[return-value]
+                     (self.min_batch, self.opt_batch, self.max_batch))
+
     def covers(self, needed: ShapeProfile) -> bool:
         """Every batch `needed` runs (min..max) fits this profile, for the same tile."""
         return self.min_batch <= needed.min_batch and self.max_batch >= needed.max_batch \

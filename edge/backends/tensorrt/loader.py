@@ -32,6 +32,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lineside.edge.backends.base import THRESHOLDS
 from lineside.edge.backends.tensorrt.engine import (
     EngineMismatch,
     EngineSidecar,
@@ -93,9 +96,11 @@ def build_engine(onnx_path: Path, engine_path: Path, recipe: EngineRecipe,
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     optimisation = builder.create_optimization_profile()
-    low, opt, high = profile.shapes()
-    input_tensor = network.get_input(0)
-    optimisation.set_shape(input_tensor.name, low, opt, high)
+    input_tensor = network.get_input(0)  # the frames; a scored graph adds `thresholds`
+    for index in range(network.num_inputs):
+        tensor = network.get_input(index)
+        optimisation.set_shape(tensor.name, *profile.shapes_for(
+            None if index == 0 else tuple(tensor.shape)[1:]))
     config.add_optimization_profile(optimisation)
     if not recipe.strongly_typed:
         if not has_builder_precision_flags():
@@ -264,8 +269,14 @@ def build_bundle_engine(root: Path, manifest: Manifest, precision: str, profile:
         calibration_sha = calibration.manifest.sha256
         cache = root / f"calibration-{calibration_sha[:12]}.cache"
 
+        # A scored graph's second input: the bundle's thresholds for every tile (the
+        # scoring tail sits after the model; its value does not move any scale).
+        defaults = manifest.graph_thresholds
+        constants = {} if defaults is None else {THRESHOLDS: np.asarray(defaults, np.float32)}
+
         def calibrator(dtype: Any, batch: int) -> Any:
-            return tensorrt_entropy_calibrator(calibration, cache, batch, dtype)
+            return tensorrt_entropy_calibrator(calibration, cache, batch, dtype,
+                                               constants=constants)
 
     with building(engine):
         build(root / source.path, engine, recipe, profile, source, machine, workspace_gb,

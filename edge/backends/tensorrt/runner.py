@@ -72,26 +72,29 @@ class TensorRTBackend(Backend):
             inputs = [n for n in names
                       if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
             outputs = [n for n in names if n not in inputs]
-            # Outputs in bundle order: probabilities, then presence when the model has a gate.
             manifest = bundle.manifest
-            wanted = [manifest.output_name] + ([manifest.presence_name]
-                                               if manifest.presence_name else [])
-            if inputs != [manifest.input_name] or sorted(outputs) != sorted(wanted):
+            if sorted(inputs) != sorted(manifest.graph_inputs) or \
+                    sorted(outputs) != sorted(manifest.graph_outputs):
                 raise BackendUnavailable(
                     f"engine {self.engine_path} has inputs {inputs} and outputs {outputs}, "
-                    f"the bundle's model {[manifest.input_name]} and {wanted}")
-            self.input_name, self.output_names = inputs[0], wanted
-            low, _, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
+                    f"the bundle's model {manifest.graph_inputs} and {manifest.graph_outputs}")
+            self.input_names, self.output_names = manifest.graph_inputs, manifest.graph_outputs
+            low, _, high = self.engine.get_tensor_profile_shape(self.input_names[0], 0)
             if int(low[0]) > 1:
                 raise BackendUnavailable(f"engine {self.engine_path} runs batches of "
                                          f"{int(low[0])} or more tiles; a frame may need 1")
             self.max_batch = int(high[0])
-            tile = (manifest.in_channels, manifest.tile_height, manifest.tile_width)
-            in_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
+            classes = len(manifest.classes)
+            per_tile = {manifest.input_name: (manifest.in_channels, manifest.tile_height,
+                                              manifest.tile_width), "thresholds": (classes,)}
+            self.default_thresholds = np.asarray(manifest.graph_thresholds or [], np.float32)
             # Pinned host buffers and device buffers sized for the largest batch, once.
-            self.host_in = cuda.pagelocked_empty((self.max_batch, *tile), in_dtype)
-            self.device_in = cuda.mem_alloc(self.host_in.nbytes)
-            self._set_shape(self.host_in.shape)
+            self.host_in, self.device_in = {}, {}
+            for name in self.input_names:
+                host = cuda.pagelocked_empty((self.max_batch, *per_tile[name]),
+                                             trt.nptype(self.engine.get_tensor_dtype(name)))
+                self.host_in[name], self.device_in[name] = host, cuda.mem_alloc(host.nbytes)
+                self._set_shape(name, host.shape)
             self.host_out, self.device_out = [], []
             for name in self.output_names:
                 shape = tuple(self.execution.get_tensor_shape(name))
@@ -99,7 +102,8 @@ class TensorRTBackend(Backend):
                 self.host_out.append(host)
                 self.device_out.append(cuda.mem_alloc(host.nbytes))
             self.stream = cuda.Stream()
-            self.execution.set_tensor_address(self.input_name, int(self.device_in))
+            for name in self.input_names:
+                self.execution.set_tensor_address(name, int(self.device_in[name]))
             for name, device in zip(self.output_names, self.device_out, strict=True):
                 self.execution.set_tensor_address(name, int(device))
             self._version = trt.__version__
@@ -107,31 +111,38 @@ class TensorRTBackend(Backend):
         finally:
             self._context.pop()
 
-    def _set_shape(self, shape: tuple[int, ...]) -> None:
+    def _set_shape(self, name: str, shape: tuple[int, ...]) -> None:
         # set_input_shape returns False (it does not raise) for a shape outside the profile.
-        if not self.execution.set_input_shape(self.input_name, shape):
-            raise RuntimeError(f"TensorRT refused input shape {shape} for {self.engine_path}")
+        if not self.execution.set_input_shape(name, shape):
+            raise RuntimeError(f"TensorRT refused input shape {shape} for {name} of "
+                               f"{self.engine_path}")
 
-    def infer(self, tiles: np.ndarray) -> Outputs:
+    def infer(self, tiles: np.ndarray, thresholds: np.ndarray | None = None) -> Outputs:
         cuda = self._cuda
+        if len(self.input_names) > 1 and thresholds is None:
+            thresholds = np.broadcast_to(self.default_thresholds,
+                                         (len(tiles), len(self.default_thresholds)))
+        feeds = dict(zip(self.input_names, (tiles, thresholds), strict=False))
         chunks: list[list[np.ndarray]] = [[] for _ in self.output_names]
         self._context.push()
         try:
             for start in range(0, len(tiles), self.max_batch):
-                chunk = tiles[start:start + self.max_batch]
-                n = len(chunk)
-                np.copyto(self.host_in[:n], chunk, casting="unsafe")
-                self._set_shape(chunk.shape)
-                # Slices along the batch axis of a pinned array are pinned and contiguous:
-                # only the n tiles in use cross the bus.
-                cuda.memcpy_htod_async(self.device_in, self.host_in[:n], self.stream)
+                n = len(tiles[start:start + self.max_batch])
+                for name, values in feeds.items():
+                    chunk = values[start:start + n]
+                    np.copyto(self.host_in[name][:n], chunk, casting="unsafe")
+                    self._set_shape(name, (n, *self.host_in[name].shape[1:]))
+                    # Slices along the batch axis of a pinned array are pinned and
+                    # contiguous: only the n tiles in use cross the bus.
+                    cuda.memcpy_htod_async(self.device_in[name], self.host_in[name][:n],
+                                           self.stream)
                 if not self.execution.execute_async_v3(self.stream.handle):
                     raise RuntimeError("TensorRT execute_async_v3 failed")
                 for host, device in zip(self.host_out, self.device_out, strict=True):
                     cuda.memcpy_dtoh_async(host[:n], device, self.stream)
                 self.stream.synchronize()
                 for k, host in enumerate(self.host_out):
-                    chunks[k].append(host[:n].astype(np.float32, copy=True))
+                    chunks[k].append(host[:n].copy())
         finally:
             self._context.pop()
         return {name: np.concatenate(c) for name, c in zip(self.output_names, chunks,
@@ -148,7 +159,8 @@ class TensorRTBackend(Backend):
             return
         self._context.push()
         try:
-            self.device_in.free()
+            for device in self.device_in.values():
+                device.free()
             for device in self.device_out:
                 device.free()
             self.execution = self.engine = None

@@ -28,15 +28,18 @@ from lineside.edge.protocol import Frame, FrameHeader
 from tests.toy_bundle import toy_frame, write_toy_bundle
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_bundle(tmp_path_factory.mktemp("toy") / "bundle")
+# Every stage test runs on both graph forms: scored on the device (what edge-export
+# writes) and probabilities scored on the host (bundles made before it).
+@pytest.fixture(scope="module", params=["scored", "probabilities"])
+def toy(tmp_path_factory, request):
+    return write_toy_bundle(tmp_path_factory.mktemp("toy") / "bundle",
+                            scored=request.param == "scored")
 
 
-@pytest.fixture(scope="module")
-def gated_toy(tmp_path_factory):
+@pytest.fixture(scope="module", params=["scored", "probabilities"])
+def gated_toy(tmp_path_factory, request):
     return write_toy_bundle(tmp_path_factory.mktemp("gated") / "bundle", gate=True,
-                            gate_threshold=0.5)
+                            gate_threshold=0.5, scored=request.param == "scored")
 
 
 def frame(camera: str, frame_id: int, pixels: np.ndarray, received_ns: int = 0) -> Frame:
@@ -75,8 +78,13 @@ def test_model_stages_give_each_frame_its_own_tiles_and_the_gate(gated_toy):
     items = ModelStages(max_batch=4).run(stage.form(frames, model))
     assert [i.frame.header.frame_id for i in items] == [0, 1]
     for item, value in zip(items, (51, 204), strict=True):
-        assert item.error == "" and item.tiles_out.shape == (4, 4, 64, 64)
-        np.testing.assert_allclose(item.tiles_out, value / 255, rtol=1e-6)
+        # p = pixel / 255, scored (by the graph, or on the host for the older form) at
+        # the bundle's threshold 0.5.
+        scores = item.scores
+        assert item.error == "" and scores.scores.shape == (4, 64, 256)
+        assert (scores.scores == (value if value / 255 > 0.5 else 0)).all()
+        np.testing.assert_allclose(scores.maxima, value / 255, rtol=1e-6)
+        assert scores.areas.tolist() == [64 * 256 if value / 255 > 0.5 else 0] * 4
         np.testing.assert_allclose(item.presence, [value / 255] * 4, rtol=1e-6)
         assert item.gate is item.presence and item.screen_scores is None
 
@@ -89,7 +97,7 @@ def test_a_failing_backend_gives_failsafe_verdicts_and_a_gated_model_keeps_its_g
     ok = stages.run(stage.form([frame("a", 0, toy_frame(255))], model))
     failed = stages.run(stage.form([frame("a", 1, toy_frame(255))], model))
     assert ok[0].presence is not None, "fault injection must not hide the presence gate"
-    assert failed[0].tiles_out is None and "injected backend fault" in failed[0].error
+    assert failed[0].scores is None and "injected backend fault" in failed[0].error
     assert counters.snapshot()["infer_failures"] == 1
     decider = Decider(ServeConfig(bundle="x"), counters)
     ((topic, body),) = decider.messages(failed[0])
@@ -104,7 +112,8 @@ def test_decide_turns_a_late_frame_into_the_failsafe_verdict(toy):
                          cameras={"late": CameraSettings(deadline_ms=20, thresholds=never)},
                          camera=CameraSettings(thresholds=never))
     counters = DaemonCounters()
-    stage = BatchStage(FrameQueues(lambda c: ("block", 8)), 4, 0, counters)
+    stage = BatchStage(FrameQueues(lambda c: ("block", 8)), 4, 0, counters,
+                       camera_for=config.for_camera)
     received = 1_000_000_000_000
     on_time, late = (ModelStages(4).run(stage.form([frame(c, 7, toy_frame(100), received)],
                                                     model))[0] for c in ("ontime", "late"))
@@ -121,7 +130,10 @@ def test_decide_thresholds_gate_and_masks(gated_toy):
     model = load_model(gated_toy, settings(max_batch=4))
     config = ServeConfig(bundle=str(gated_toy), publish_masks=True,
                          camera=CameraSettings(thresholds={1: 0.1, 2: 0.9}))
-    stage = BatchStage(FrameQueues(lambda c: ("block", 8)), 4, 0, DaemonCounters())
+    # The camera's thresholds go into the batch: the graph (or the host, for this older
+    # bundle) scores each tile at them.
+    stage = BatchStage(FrameQueues(lambda c: ("block", 8)), 4, 0, DaemonCounters(),
+                       camera_for=config.for_camera)
     pixels = toy_frame(0)
     pixels[:, :40] = 153  # p = 0.6 in one corner: over class 1's 0.1, under class 2's 0.9
     (item,) = ModelStages(4).run(stage.form([frame("a", 3, pixels)], model))
@@ -296,3 +308,19 @@ def test_a_swapped_out_model_is_closed_on_the_infer_thread_after_its_last_batch(
     assert seen == ["", "", "", ""]  # every batch ran on its own model
     assert old.backend.closed_on == "edge-infer" and new.backend.closed_on is None
     assert stages.closed == 1
+
+
+def test_a_frame_scored_at_other_thresholds_gets_the_failsafe_verdict_not_silence(gated_toy):
+    """Post-processing that fails (here: the batch was scored at the bundle's thresholds,
+    the camera has its own) must still give the frame a verdict: its in-flight entry is
+    settled before decide runs, so silence would let the part pass."""
+    model = load_model(gated_toy, settings(max_batch=4))
+    config = ServeConfig(bundle=str(gated_toy), failsafe_verdict="REJECT",
+                         camera=CameraSettings(thresholds={1: 0.1}))
+    counters = DaemonCounters()
+    stage = BatchStage(FrameQueues(lambda c: ("block", 8)), 4, 0, counters)  # no camera_for
+    (item,) = ModelStages(4).run(stage.form([frame("a", 5, toy_frame(0))], model))
+    ((topic, body),) = Decider(config, counters).messages(item)
+    assert topic == "reject" and body["verdict"] == "REJECT" and body["frame_id"] == 5
+    assert body["reasons"][0].startswith("post-processing failed")
+    assert counters.snapshot()["decide_failures"] == 1
