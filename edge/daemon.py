@@ -44,6 +44,9 @@ log = logging.getLogger("lineside.edge.daemon")
 
 EXIT_STALLED = 3  # edge-serve's exit status when the stall policy gave up on the pipeline
 POLL_S = 0.1  # how often a waiting stage beats
+# After stop, once every accepted frame has its verdict and the outbox is empty, a stage
+# still running this much later is stuck in a call that cannot be interrupted.
+DRAIN_GRACE_S = 2.0
 # Stages watched for stalls: the ones frames pass through (control carries none, and a
 # model load there may take long).
 WATCHED = ("receive", "batch", "infer", "decide", "publish")
@@ -190,6 +193,42 @@ class Daemon:
     def stop(self) -> None:
         """Stop accepting frames; the stages drain what was accepted, then exit."""
         self.stop_event.set()
+
+    def drain(self, timeout_s: float) -> list[str]:
+        """After stop(): wait until the stages finish; the stages still running ([] when
+        all finished). A stage stuck in a call nothing can interrupt (a hung GPU call) is
+        not waited for once every accepted frame has its verdict out (the watchdog gives
+        the stuck ones theirs at their deadline): a supervisor's stop must not hang."""
+        end = time.monotonic() + timeout_s
+        settled_at: float | None = None
+        while self.workers.alive() and (now := time.monotonic()) < end:
+            self.workers.join(min(end, now + POLL_S))
+            if len(self.in_flight) and self.watchdog.stalled:
+                # Frames behind a stalled stage will never be decided: say so now.
+                self._abandon_in_flight(f"stopping with stalled stages: "
+                                        f"{', '.join(self.watchdog.stalled)}")
+            if len(self.in_flight) or self.outbox.qsize() or not self.watchdog.delivered():
+                settled_at = None
+            elif settled_at is None:
+                settled_at = now
+            elif now - settled_at >= DRAIN_GRACE_S:
+                break
+        running = self.workers.alive()
+        if running and len(self.in_flight):
+            self._abandon_in_flight(f"stopping: no verdict after {timeout_s:.0f} s of drain")
+            wait_until = time.monotonic() + DRAIN_GRACE_S
+            while (self.outbox.qsize() or not self.watchdog.delivered()) \
+                    and time.monotonic() < wait_until:
+                time.sleep(POLL_S)
+        if running:
+            log.error("stages still running after every verdict was out: %s",
+                      ", ".join(running))
+        return running
+
+    def _abandon_in_flight(self, reason: str) -> None:
+        count = self.watchdog.abandon(reason)
+        if count:
+            log.error("%s: fail-safe verdict for %d frame(s) in flight", reason, count)
 
     def join(self, timeout: float | None = None) -> None:
         self.workers.join(None if timeout is None else time.monotonic() + timeout)

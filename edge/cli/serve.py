@@ -72,6 +72,7 @@ def run_daemon(config: ServeConfig, model: LoadedModel, args: argparse.Namespace
     """Serve `model` until SIGTERM/SIGINT (drain, exit 0) or the stall policy gives up
     (exit 3); SIGHUP reloads the bundle."""
     from lineside.edge.daemon import EXIT_STALLED, Daemon
+    from lineside.edge.pipeline.publish import END
 
     # The inference thread needs the GIL for a moment between ONNX Runtime calls; with
     # Python's default 5 ms switch interval it waited up to that long behind the other
@@ -101,10 +102,15 @@ def run_daemon(config: ServeConfig, model: LoadedModel, args: argparse.Namespace
             log.info("metrics on http://%s/metrics", config.metrics)
         while not daemon.stop_event.wait(0.5):
             pass
-        if daemon.fatal:
+        stuck = [] if daemon.fatal else daemon.drain(timeout_s=120)
+        if daemon.fatal or stuck:
             # A stage is stuck (a hung GPU call cannot be interrupted): do not wait for
-            # it. The gateway sees the heartbeats stop and the supervisor restarts us.
+            # it. The last heartbeat says final; the gateway sees the heartbeats stop and
+            # the supervisor restarts us.
+            daemon.outbox.offer(END)
             daemon.publisher.finished.wait(1.0)
+            log.critical("exiting with status %d: %s", EXIT_STALLED,
+                         daemon.fatal or f"stuck stages {', '.join(stuck)}")
             logging.shutdown()
             os._exit(EXIT_STALLED)
         daemon.join(timeout=120)

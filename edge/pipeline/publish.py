@@ -38,7 +38,7 @@ class Outbox:
     def put(self, message: tuple[str, dict[str, Any]] | object) -> None:
         self._queue.put(message)
 
-    def offer(self, message: tuple[str, dict[str, Any]]) -> bool:
+    def offer(self, message: tuple[str, dict[str, Any]] | object) -> bool:
         """Queue without waiting; False when the outbox is full (publish is stuck)."""
         try:
             self._queue.put_nowait(message)

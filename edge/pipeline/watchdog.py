@@ -82,6 +82,12 @@ class InFlight:
                 del self._pending[p.serial]
         return late
 
+    def settle_all(self) -> list[Pending]:
+        """Settle and return every frame still pending."""
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        return pending
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
@@ -105,6 +111,17 @@ class Watchdog:
 
     def stalled_stages(self, now: float) -> list[str]:
         return [p.name for p in self.progress if p.idle_for(now) > self.stall_s]
+
+    def abandon(self, reason: str) -> int:
+        """The fail-safe verdict for every frame still in flight (a stop that cannot
+        wait for a stuck stage); how many. Delivered by the next ticks."""
+        pending = self.in_flight.settle_all()
+        self._undelivered.extend(self.failsafe(p.base, reason) for p in pending)
+        return len(pending)
+
+    def delivered(self) -> bool:
+        """Every fail-safe verdict it gave is in the outbox."""
+        return not self._undelivered
 
     def health(self) -> tuple[bool, str]:
         if not self.stalled:

@@ -34,6 +34,10 @@ class Workers:
         return bool(self.threads) and all(t.is_alive() for t in self.threads) \
             and self.first_error is None
 
+    def alive(self) -> list[str]:
+        """Names of the stage threads still running."""
+        return [t.name for t in self.threads if t.is_alive()]
+
     def join(self, deadline: float | None) -> None:
         """Wait for every stage thread, until `deadline` (time.monotonic()) at most."""
         for thread in self.threads:

@@ -7,6 +7,7 @@ stand in for a GPU call that never returns, which a CPU cannot produce on demand
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import urllib.error
@@ -16,6 +17,7 @@ import pytest
 
 from lineside.edge.cli.args import serve_command
 from lineside.edge.client import FrameSender, ResultSubscriber
+from lineside.edge.daemon import EXIT_STALLED
 from tests.helpers import free_endpoint
 from tests.system.line import (
     Supervisor,
@@ -79,6 +81,28 @@ def test_a_hung_inference_call_gets_every_frame_one_verdict_by_its_deadline(trai
         beat = next_heartbeat(d.subscriber, 5, lambda b: "infer" in b["stalled"])
         assert beat["counters"]["deadline_missed"] == len(failsafe)
         assert collect(d.subscriber, 1, timeout_s=1.5).accounted == 0  # nothing twice
+        # A supervisor's stop: the stuck call is not waited for, the exit says it was stuck.
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=15) == EXIT_STALLED
+        assert "stuck stages" in d.proc.stderr.read()
+
+
+def test_a_stop_with_frames_behind_a_hung_call_gives_them_the_failsafe_verdict(
+        trained_bundle):
+    # No deadline: only the stop can settle the frames behind the hung call.
+    with serve(trained_bundle, "--inject-faults", "hang-after=1", "--stall-s", "0.5",
+               "--stall-exit-s", "0", "--heartbeat-s", "0.25") as d:
+        sent = {("cam0", i) for i in range(4)}
+        for _, i in sorted(sent):
+            d.sender.send(header("cam0", i, SHAPE), strip(i, SHAPE))
+        next_heartbeat(d.subscriber, 10, lambda b: "infer" in b["stalled"])
+        assert collect(d.subscriber, 1, timeout_s=0.5).accounted == 0  # nothing decided
+        d.proc.send_signal(signal.SIGTERM)
+        book = collect(d.subscriber, len(sent), timeout_s=15)
+        assert_every_frame_once(book, sent)
+        assert all(r["verdict"] == "ERROR" and "stalled stages" in r["reasons"][0]
+                   for r in book.results)
+        assert d.proc.wait(timeout=15) == EXIT_STALLED
 
 
 def test_results_that_come_after_the_deadline_are_counted_and_never_published(

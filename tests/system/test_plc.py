@@ -467,8 +467,10 @@ def test_a_stalled_daemon_and_frames_without_verdicts_set_the_fault_bit(
     daemon_config.write_text(DAEMON_CONFIG)
     for stall_s, expect in ((1.0, "daemon stalled"), (120.0, "frames in flight")):
         # hang-after=2: the warm-up call and one frame, then the model never returns.
+        # The deadline lies well after the gateway's fault (and ends the daemon's drain).
         with serve(trained_bundle, "--config", str(daemon_config), "--inject-faults",
                    "hang-after=2", "--max-batch", "2", "--stall-s", str(stall_s),
+                   "--deadline-ms", "6000",
                    "--stall-exit-s", "0", "--heartbeat-s", "0.25") as d:
             gateway = start_gateway(modbus_config(tmp_path, plc.port, d.results_out,
                                                   extra="progress_timeout_s = 1.0"))
