@@ -148,7 +148,8 @@ class ServeConfig(ModelSettings):
                               help="pull (default, backpressure) or sub (camera broadcasts)")
     output: str = setting("tcp://127.0.0.1:5556", metavar="ENDPOINT",
                           help="endpoint to bind for results (PUB)")
-    max_wait_ms: float = setting(2.0, help="how long a partial batch waits for more frames")
+    max_wait_ms: float = setting(2.0, help="how long a partial batch waits for more frames "
+                                 "while the model is busy (an idle model never waits)")
     publish_masks: bool = setting(False, flag="--masks",
                                   help="also publish masks on the `mask` topic")
     mask_format: str = setting("rle", choices=MASK_FORMATS,

@@ -71,7 +71,8 @@ class Daemon:
                                     self.outbox.event, self.in_flight, self.progress["receive"])
         self.recent = RecentFrames()
         self.batcher = BatchStage(self.queues, config.max_batch, config.max_wait_ms,
-                                  self.counters, self.recent.add, config.for_camera)
+                                  self.counters, self.recent.add, config.for_camera,
+                                  busy=self._model_busy)
         self.model_stages = ModelStages(config.max_batch, self.counters)
         self.view = None  # the operator view, when --http is on
         self.decider = Decider(config, self.counters)
@@ -86,6 +87,7 @@ class Daemon:
             lambda base, reason: failsafe_result(base, config.failsafe_verdict, reason),
             config.stall_s, config.stall_exit_s, self._give_up)
         self._batches: queue.Queue = queue.Queue(maxsize=2)
+        self._inferring = False  # the infer stage is running a batch
         self._inferred: queue.Queue = queue.Queue(maxsize=16)
         self._metrics_server: MetricsServer | None = None
         self._authenticator: Any = None
@@ -252,10 +254,19 @@ class Daemon:
             beat()
         self._batches.put(END)
 
+    def _model_busy(self) -> bool:
+        """Batches are queued for the model or it is running one (the batcher lets a
+        partial batch grow only then)."""
+        return self._inferring or self._batches.qsize() > 0
+
     def _infer_loop(self) -> None:
         for batch in _items(self._batches, self.progress["infer"]):
-            for item in self.model_stages.run(batch):
-                self._inferred.put(item)
+            self._inferring = True
+            try:
+                for item in self.model_stages.run(batch):
+                    self._inferred.put(item)
+            finally:
+                self._inferring = False
         self._inferred.put(END)
 
     def _decide_loop(self) -> None:

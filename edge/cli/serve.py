@@ -100,8 +100,13 @@ def run_daemon(config: ServeConfig, model: LoadedModel, args: argparse.Namespace
         daemon.start()
         if daemon.metrics_port:
             log.info("metrics on http://%s/metrics", config.metrics)
+        frozen_after_first = False
         while not daemon.stop_event.wait(0.5):
-            pass
+            if not frozen_after_first and daemon.counters.snapshot()["results"]:
+                # The first frames import and build what the hot path needs lazily
+                # (codecs, encoders): out of the collector's sight with the rest.
+                gc.freeze()
+                frozen_after_first = True
         stuck = [] if daemon.fatal else daemon.drain(timeout_s=120)
         if daemon.fatal or stuck:
             # A stage is stuck (a hung GPU call cannot be interrupted): do not wait for

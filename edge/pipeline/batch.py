@@ -1,7 +1,8 @@
 """Batch stage: frames from the per-camera queues into one batch of model-sized tiles.
 
 Dynamic batching across frames and cameras: the batcher takes frames round-robin from the
-camera queues until their tiles fill `max_batch` or `max_wait_ms` passes (FrameQueues),
+camera queues until their tiles fill `max_batch`, or `max_wait_ms` passes, or the model is
+idle (an idle model never waits for a batch to fill: FrameQueues.take),
 reads the model in service once per batch (a hot swap lands between batches), and cuts
 every frame into tiles exactly as export, evaluation and calibration do (tiling.cut).
 """
@@ -61,7 +62,8 @@ class BatchStage:
     def __init__(self, queues: FrameQueues[Frame], max_batch: int, max_wait_ms: float,
                  counters: DaemonCounters,
                  seen: Callable[[np.ndarray], None] | None = None,
-                 camera_for: Callable[[str], CameraSettings] | None = None) -> None:
+                 camera_for: Callable[[str], CameraSettings] | None = None,
+                 busy: Callable[[], bool] | None = None) -> None:
         self.queues = queues
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
@@ -70,6 +72,9 @@ class BatchStage:
         self.seen = seen  # each frame's pixels (the recent frames a candidate is checked on)
         # A camera's settings (its threshold overrides); the defaults when not given.
         self.camera_for = camera_for or (lambda _camera: CameraSettings())
+        # Is the model still busy with earlier batches? A partial batch waits for more
+        # frames only while it is (FrameQueues.take); without it, always max_wait_ms.
+        self.busy = busy
 
     def form(self, frames: list[Frame], model: LoadedModel) -> Batch:
         """One batch of `frames`' tiles for `model`."""
@@ -97,5 +102,5 @@ class BatchStage:
         once the queues closed."""
         frames = self.queues.take(
             cost=lambda f: self.grid_for(f.pixels.shape, model.tile_shape).count,
-            budget=self.max_batch, max_wait_s=self.max_wait_s, idle=idle)
+            budget=self.max_batch, max_wait_s=self.max_wait_s, idle=idle, busy=self.busy)
         return None if frames is None else self.form(frames, model)

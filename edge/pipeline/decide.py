@@ -63,10 +63,9 @@ def judge(frame: FrameScores, gate: np.ndarray | None, classes: list[ClassSpec]
     after threshold, minimum area and gate costs no pixel work (its masks are the blank
     scores)."""
     keep = kept_classes(frame, gate, classes)
-    if not keep.any():
-        blank = frame.scores if frame.clean else np.zeros_like(frame.scores)
-        return blank, clean_summaries(frame, classes), []
     masks = class_masks(frame, keep)
+    if not keep.any():
+        return masks, clean_summaries(frame, classes), []
     summaries, defects = find_defects(frame, masks, classes)
     return masks, summaries, defects
 

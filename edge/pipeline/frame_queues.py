@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+BUSY_POLL_S = 0.0002  # how often a partial batch asks whether the model has freed up
 
 
 class FrameQueues(Generic[T]):
@@ -76,10 +77,14 @@ class FrameQueues(Generic[T]):
         return None
 
     def take(self, cost: Callable[[T], int], budget: int, max_wait_s: float,
-             idle: Callable[[], None] | None = None) -> list[T] | None:
+             idle: Callable[[], None] | None = None,
+             busy: Callable[[], bool] | None = None) -> list[T] | None:
         """Frames for one batch: waits for the first, then gathers more until their total
         `cost` reaches `budget` or `max_wait_s` passes. None once closed and empty.
-        `idle` is called while it waits (the caller's progress beat)."""
+        `idle` is called while it waits (the caller's progress beat). With `busy` (is the
+        stage this batch goes to still working?) a partial batch waits only while it is:
+        an idle model gets the frames at once (no added latency at low load), a busy one
+        lets the next batch grow (throughput under load)."""
         with self._cond:
             while True:
                 first = self._pop()
@@ -98,6 +103,11 @@ class FrameQueues(Generic[T]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._closed:
                         break
+                    if busy is not None:
+                        if not busy():
+                            break
+                        # the stage ahead says nothing when it frees up: look again soon
+                        remaining = min(remaining, BUSY_POLL_S)
                     self._cond.wait(remaining)
                     continue
                 batch.append(item)

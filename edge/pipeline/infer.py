@@ -29,7 +29,7 @@ from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.batch import Batch
 from lineside.edge.pipeline.model import LoadedModel
 from lineside.edge.pipeline.screen import ScreenStage, screen_tiles, tiles_to_segment
-from lineside.edge.postprocess import FrameScores, score_map
+from lineside.edge.postprocess import FrameScores, blank_scores, score_map
 from lineside.edge.protocol import Frame
 from lineside.edge.tiling import TileGrid, cut, make_grid, stitch
 
@@ -92,8 +92,7 @@ def frame_scores(outputs: Outputs, thresholds: np.ndarray, grid: TileGrid,
     tile_areas = outputs[AREAS][start:stop]
     classes = tile_areas.shape[1]
     if not tile_areas.any():
-        # np.zeros maps zero pages lazily: a clean frame's blank scores cost nothing.
-        blank = np.zeros((classes, grid.frame_height, grid.frame_width), np.uint8)
+        blank = blank_scores(classes, grid.frame_height, grid.frame_width)
         return FrameScores(blank, maxima, np.zeros(classes, np.int64), used)
     if grid.count == 1 and grid.padded_shape == (grid.frame_height, grid.frame_width):
         # One tile that is the frame (whole-strip inference): its scores and areas are

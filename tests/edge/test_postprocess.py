@@ -72,6 +72,27 @@ def test_defect_list_has_area_bbox_and_probabilities():
     assert abs(summaries[1].max_probability - 0.8) < 1e-6
 
 
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.uint8, (1, 24, 40), elements=st.sampled_from([0, 0, 0, 90, 200])))
+def test_regions_are_those_of_the_whole_frame_however_the_search_is_cut(scores):
+    import cv2
+
+    frame = FrameScores(scores, scores.reshape(1, -1).max(axis=1) / 255,
+                        np.count_nonzero(scores.reshape(1, -1), axis=1).astype(np.int32),
+                        np.array([0.3], np.float32))
+    classes = [ClassSpec(1, "pits", 0.3, 0)]
+    summaries, defects = find_defects(frame, frame_masks(frame, None, classes), classes)
+    # reference: label the whole frame at once
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((scores[0] > 0).astype(
+        np.uint8), connectivity=8)
+    expected = sorted(((int(stats[i, 4]), tuple(int(v) for v in stats[i, :4]),
+                        int(scores[0][labels == i].max())) for i in range(1, count)),
+                      reverse=True)
+    found = sorted(((d.area, d.bbox, round(d.max_probability * 255)) for d in defects),
+                   reverse=True)
+    assert found == expected[:len(found)] and summaries[0].count == count - 1
+
+
 def test_rules():
     frame = scored(probabilities())
     summaries, _ = find_defects(frame, frame_masks(frame, None, CLASSES), CLASSES)

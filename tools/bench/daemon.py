@@ -8,6 +8,8 @@ are fractions of saturation.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import signal
 import socket
 import statistics
@@ -27,6 +29,19 @@ from lineside.edge.client import FrameSender, ResultSubscriber
 from lineside.edge.config import ModelSettings
 from lineside.edge.protocol import FrameHeader, encode_header
 from lineside.tools.bench.bare import BenchVariant
+
+
+@contextlib.contextmanager
+def _timed_phase():
+    """No garbage collection in this process while a phase is timed (as timeit does): a
+    full collection here (torch and ONNX Runtime loaded: tens of milliseconds) held the
+    listener and showed as a daemon latency spike that the daemon never had."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _free_endpoint() -> str:
@@ -125,32 +140,34 @@ class DaemonUnderTest:
             self._send()
         self._receive(4, 120)
         before = self.stage_totals()
-        began = time.monotonic()
-        for _ in range(frames):
-            self._send()
-        self._receive(frames, 600)
-        rate = frames / (time.monotonic() - began)
+        with _timed_phase():
+            began = time.monotonic()
+            for _ in range(frames):
+                self._send()
+            self._receive(frames, 600)
+            rate = frames / (time.monotonic() - began)
         self.saturation_stages_ms = stage_means(before, self.stage_totals())
         return rate
 
     def at_rate(self, fps: float, frames: int) -> LoadResult:
         period = 1.0 / fps
         before = self.stage_totals()
-        began = time.monotonic()
         latencies: list[float] = []
         book = Ledger()
         sent = 0
-        while sent < frames or book.accounted < frames:
-            if sent < frames and time.monotonic() >= began + sent * period:
-                self._send()
-                sent += 1
-                continue
-            self._take(book, latencies, 0.001)
-            if time.monotonic() - began > frames * period + 120:
-                raise RuntimeError(f"results stopped arriving ({book.counts})")
+        with _timed_phase():
+            began = time.monotonic()
+            while sent < frames or book.accounted < frames:
+                if sent < frames and time.monotonic() >= began + sent * period:
+                    self._send()
+                    sent += 1
+                    continue
+                self._take(book, latencies, 0.001)
+                if time.monotonic() - began > frames * period + 120:
+                    raise RuntimeError(f"results stopped arriving ({book.counts})")
+            elapsed = time.monotonic() - began
         if len(latencies) < frames:
             raise RuntimeError(f"only {len(latencies)} of {frames} results ({book.counts})")
-        elapsed = time.monotonic() - began
         ordered = sorted(latencies)
         return LoadResult(fps, frames / elapsed, statistics.median(ordered),
                           ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],

@@ -66,3 +66,25 @@ def test_take_returns_none_once_closed_and_empty():
     q.close()
     assert q.take(lambda _: 1, 4, 0.5) == [1]
     assert q.take(lambda _: 1, 4, 0.5) is None
+
+
+def test_an_idle_model_gets_a_partial_batch_at_once_a_busy_one_lets_it_grow():
+    q = queues("block", 8)
+    q.put("a", 1)
+    # idle: no waiting for the batch to fill, however long max_wait is
+    assert q.take(lambda _: 1, 4, 60, busy=lambda: False) == [1]
+
+    q.put("a", 1)
+    model_busy = threading.Event()
+    model_busy.set()
+
+    def line() -> None:
+        time.sleep(0.2)
+        q.put("a", 2)  # arrives while the model works: joins the batch
+        time.sleep(0.2)
+        model_busy.clear()  # the model frees up: the partial batch goes
+
+    thread = threading.Thread(target=line)
+    thread.start()
+    assert q.take(lambda _: 1, 4, 60, busy=model_busy.is_set) == [1, 2]
+    thread.join(5)
