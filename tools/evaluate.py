@@ -15,6 +15,7 @@ from lineside.edge.cli.args import model_args, model_settings
 from lineside.edge.cli.common import parser, setup_logging
 from lineside.edge.config import CameraSettings, ConfigError
 from lineside.edge.labels import LabelFormatError
+from lineside.edge.labels.severstal import LAYOUTS, labels_from_masks, write_labels
 from lineside.edge.overlay import compare
 from lineside.edge.pipeline.model import LoadedModel, compose_model
 from lineside.tools.evaluation import LabelledFrames, compare_variants, score, score_screen
@@ -28,6 +29,7 @@ EXAMPLES = """\
   edge-eval bundles/r18 data/heldout --precision int8 --screen bundles/screen-r18
   edge-eval bundles/r18 data/labelme-folder              # any label format edge-train reads
   edge-eval bundles/r18 data/heldout --compare --checkpoint runs/r18.pt   # every variant
+  edge-eval bundles/r18 data/heldout --submission sub.csv --layout old  # Kaggle CSV too
 """
 
 
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="with --compare: the checkpoint the bundle was "
                     "exported from, as one more variant (needs torch)")
     ap.add_argument("-o", "--out", help="report directory (metrics.json + overlays)")
+    ap.add_argument("--submission", metavar="CSV", help="also write the predicted masks as a "
+                    "Kaggle-style label file (RLE, every frame listed)")
+    ap.add_argument("--layout", choices=LAYOUTS, default="new", help="--submission layout: "
+                    "new (ImageId,ClassId,EncodedPixels) or old (ImageId_ClassId,"
+                    "EncodedPixels, one row per image and class)")
     args = ap.parse_args(argv)
     setup_logging()
     path = Path(args.model)
@@ -83,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "metrics.json").write_text(json.dumps(result, indent=2))
         return 0
-    result = score(model, frames, classes, keep_masks=bool(args.out))
+    result = score(model, frames, classes, keep_masks=bool(args.out or args.submission))
     masks = result.pop("masks", None)
     per_frame = result.pop("per_frame_dice", None)
+    if args.submission:
+        ids = tuple(c.id for c in classes)
+        write_labels(args.submission, labels_from_masks(
+            dict(zip(frames.names, masks, strict=True)), ids), args.layout, ids)
+        print(f"submission ({args.layout} layout) in {args.submission}")
     print(json.dumps({k: v for k, v in result.items() if k != "image_level"}, indent=2))
     for class_id, values in result["image_level"].items():  # type: ignore[union-attr]
         print(f"class {class_id}: image precision {values['precision']} recall "

@@ -150,6 +150,8 @@ def screening_scores(presence: np.ndarray, strips: StripSet, names: dict[int, st
 def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
     settings = config.model
     params: dict[str, Any] = {"in_channels": settings.in_channels, "classes": classes}
+    if settings.encoder_weights:  # every architecture takes it (train/models/weights.py)
+        params["encoder_weights"] = settings.encoder_weights
     if settings.architecture == "mini_unet":
         params["norm"] = settings.norm
         if settings.widths:
@@ -160,8 +162,6 @@ def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
         return params
     else:
         params["encoder_name"] = settings.encoder_name or "resnet34"
-        if settings.encoder_weights:
-            params["encoder_weights"] = settings.encoder_weights
     if settings.gate:
         params["gate"] = True
     return params

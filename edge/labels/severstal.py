@@ -60,6 +60,14 @@ def read_labels(path: str | Path) -> Labels:
     return labels
 
 
+def labels_from_masks(masks: dict[str, np.ndarray], class_ids: tuple[int, ...]) -> Labels:
+    """{image_id: (K, H, W) masks} as label rows (a Kaggle submission): every image is
+    listed, with its non-empty classes only."""
+    return {image_id: {c: encoded for c, mask in zip(class_ids, stack, strict=True)
+                       if (encoded := rle.encode(mask))}
+            for image_id, stack in masks.items()}
+
+
 def write_labels(path: str | Path, labels: Labels, layout: str = "new",
                  class_ids: tuple[int, ...] = SEVERSTAL_CLASSES) -> None:
     """Write `labels` sorted, for reproducible files. `new`: non-empty pairs only;

@@ -16,6 +16,7 @@ from lineside.edge.labels import LabelFormatError, detect_format, open_dataset
 from lineside.edge.labels.severstal import write_labels
 from lineside.tools.evaluation import LabelledFrames
 from lineside.train.data.severstal_dataset import load_strips
+from tests.helpers import SAMPLES
 
 CLASSES = (1, 2, 3, 4)
 # (class id, x0, y0, x1, y1), corners inclusive, never overlapping (label maps cannot).
@@ -160,3 +161,22 @@ def test_an_unlabelled_folder_is_images_only_and_explained_where_labels_are_need
     assert not dataset.samples[0].masks(CLASSES, (8, 8)).any()
     with pytest.raises(LabelFormatError, match=r"train\.csv"):
         open_dataset(tmp_path, require_labels=True)
+
+
+@pytest.mark.parametrize("layout", ["new", "old"])
+def test_masks_written_as_a_submission_read_back_as_the_real_kaggle_rows(tmp_path, layout):
+    from lineside.edge.labels.severstal import labels_from_masks, read_labels
+
+    real = read_labels(SAMPLES / "train_with_mask_derived.csv")
+    clean = ["000789191.jpg", "0a1cade03.jpg"]  # defect-free real strips: no rows
+    masks = {image_id: np.stack([rle.decode(pairs.get(c, ""), (256, 1600))
+                                 for c in (1, 2, 3, 4)])
+             for image_id, pairs in real.items()}
+    masks.update({image_id: np.zeros((4, 256, 1600), np.uint8) for image_id in clean})
+    path = tmp_path / "submission.csv"
+    write_labels(path, labels_from_masks(masks, (1, 2, 3, 4)), layout)
+    back = read_labels(path)
+    assert {k: v for k, v in back.items() if v} == real  # the verbatim Kaggle strings
+    assert all(back.get(image_id, {}) == {} for image_id in clean)
+    if layout == "old":
+        assert set(back) == set(real) | set(clean)  # every image has its four rows

@@ -14,6 +14,7 @@ from torch import nn
 
 from lineside.train.models.classifier import PresenceClassifier
 from lineside.train.models.mini_unet import MiniUNet
+from lineside.train.models.weights import load_pretrained
 
 # Architectures that answer "which classes are in this image" instead of segmenting.
 CLASSIFIERS = {"classifier"}
@@ -41,16 +42,31 @@ def _smp_factory(smp_name: str) -> Callable[..., nn.Module]:
         model = smp.create_model(smp_name, encoder_name=encoder_name, encoder_weights=None,
                                  in_channels=in_channels, classes=classes, **extra)
         if weights_path:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            model.encoder.load_state_dict(state)
+            load_pretrained(model.encoder, weights_path)
         return model
 
     return build
 
 
+def _with_weights(build: Callable[..., nn.Module], part: str = "",
+                  inner: str = "") -> Callable[..., nn.Module]:
+    """`build` taking `encoder_weights` (a local file) into its encoder: the keys under
+    `part` of the model, or of its `inner` submodule."""
+    def build_with(encoder_weights: str | None = None, **params: Any) -> nn.Module:
+        model = build(**params)
+        if encoder_weights:
+            load_pretrained(getattr(model, inner) if inner else model, encoder_weights,
+                            part=part)
+        return model
+
+    return build_with
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "mini_unet": MiniUNet,
-    "classifier": PresenceClassifier,
+    # MiniUNet's encoder is its down path (weights from an earlier MiniUNet checkpoint);
+    # the classifier's is its torchvision ResNet (any ResNet file; the head stays new).
+    "mini_unet": _with_weights(MiniUNet, part="downs."),
+    "classifier": _with_weights(PresenceClassifier, inner="net"),
     **{name: _smp_factory(smp_name) for name, smp_name in SMP_ARCHITECTURES.items()},
 }
 
