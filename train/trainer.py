@@ -282,6 +282,14 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        # The random streams as they were after that epoch (dropout, anything drawn from
+        # torch's generators): a resumed run continues the curve it would have drawn.
+        if state.get("torch_rng") is not None:
+            torch.set_rng_state(state["torch_rng"])
+        if on_cuda and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_epoch, elapsed_before = state["epoch"], state["elapsed_s"]
         best, stale = state["best"], state["stale"]
         best_state = state.get("best_state_dict")
@@ -335,7 +343,10 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
             torch.save({"state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "epoch": epoch + 1, "elapsed_s": elapsed, "best": best,
-                        "stale": stale, "best_state_dict": best_state}, last_path(out))
+                        "stale": stale, "best_state_dict": best_state,
+                        "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if on_cuda else None},
+                       last_path(out))
         if config.early_stopping and stale >= config.early_stopping:
             log.info("early stopping: no better val Dice for %d epochs", stale)
             break

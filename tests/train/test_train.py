@@ -111,13 +111,23 @@ def test_every_architecture_trains_saves_reloads_and_exports(synth_data, tmp_pat
 def test_resume_continues_where_the_last_checkpoint_stopped(synth_data, tmp_path):
     base = [f"data={synth_data}", f"out={tmp_path / 'm.pt'}", "samples_per_epoch=8",
             "limit=12"]
+    # A two-epoch run that stops after its first epoch (the time budget stands in for a
+    # killed job), then resumed: its schedule is the two-epoch one.
     run_module("lineside.train.cli", "--config", str(CONFIGS / "mini_unet.yaml"), *base,
-               "epochs=1")
+               "epochs=2", "max_minutes=0.00001")
     result = run_module("lineside.train.cli", "--config", str(CONFIGS / "mini_unet.yaml"),
                         *base, "epochs=2", "resume=true")
     history = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     assert "resumed after epoch 1" in result.stderr
+    # the same curve as one uninterrupted run (optimiser, scheduler, scaler, RNG restored)
+    straight = tmp_path / "straight"
+    run_module("lineside.train.cli", "--config", str(CONFIGS / "mini_unet.yaml"), *base[:1],
+               f"out={straight / 'm.pt'}", *base[2:], "epochs=2")
+    reference = [json.loads(line) for line in (straight / "m.jsonl").read_text().splitlines()]
+    for resumed, uninterrupted in zip(history, reference, strict=True):
+        assert resumed["loss"] == pytest.approx(uninterrupted["loss"], abs=1e-6)
+        assert resumed["val_dice"] == pytest.approx(uninterrupted["val_dice"], abs=1e-6)
 
 
 @pytest.mark.slow
