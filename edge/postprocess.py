@@ -77,12 +77,19 @@ def kept_classes(frame: FrameScores, presence: np.ndarray | None,
     if len(frame.areas) != len(classes):
         raise ValueError(f"model gives {len(frame.areas)} classes, bundle lists "
                          f"{len(classes)}")
-    keep = frame.areas > 0
-    for k, spec in enumerate(classes):
-        if spec.min_area and frame.areas[k] < spec.min_area:
-            keep[k] = False
-        if presence is not None and spec.gate_threshold and presence[k] < spec.gate_threshold:
-            keep[k] = False
+    return survives(frame.areas, np.array([c.min_area for c in classes]), presence,
+                    np.array([c.gate_threshold for c in classes]))
+
+
+def survives(areas: np.ndarray, min_area: np.ndarray | int,
+             presence: np.ndarray | None, gate_threshold: np.ndarray | float) -> np.ndarray:
+    """Elementwise: a class mask of `areas` pixels is kept when it has pixels, at least
+    `min_area` of them, and (with a gate) presence at least `gate_threshold` (0: gate off).
+    The one rule, for the runtime (kept_classes) and for tuning on validation counts."""
+    keep = (np.asarray(areas) > 0) & (np.asarray(areas) >= min_area)
+    if presence is not None:
+        gate = np.asarray(gate_threshold)
+        keep &= (gate <= 0) | (np.asarray(presence) >= gate)
     return keep
 
 

@@ -22,15 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from lineside.edge.bundle import ClassSpec
-from lineside.edge.postprocess import masks_of
-from lineside.edge.scoring import Scorecard
-from lineside.edge.tiling import cut, make_grid, stitch
 from lineside.train.checkpoint import save_checkpoint
 from lineside.train.config import TrainConfig
 from lineside.train.data.severstal_dataset import (
     CropDataset,
-    StripSet,
     hold_out,
     load_strips,
     split,
@@ -38,113 +33,59 @@ from lineside.train.data.severstal_dataset import (
 from lineside.train.data.synth import CLASS_NAMES
 from lineside.train.losses import create_loss
 from lineside.train.models import CLASSIFIERS, create_model, normalise, split_output
-from lineside.train.tuning import tune_class
+from lineside.train.validation import UNTUNED, ValidationCounts, measure
 
 log = logging.getLogger("lineside.train")
 
 
-@torch.no_grad()
-def predict_strips(model: nn.Module, strips: StripSet, mean: float, std: float,
-                   batch: int = 4, channels: int = 1, device: str = "cpu",
-                   tile: tuple[int, int] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, K, H, W) float16 probabilities on full strips, and (N, K) presence scores when
-    the model has a gate (or is a classifier).
-
-    With `tile`, strips are cut, inferred and stitched as the runtime does it, and a
-    strip's presence is the maximum over its tiles: thresholds tuned on these numbers are
-    the ones that hold on the line (a presence head pooled over a whole strip would
-    dilute a small defect that fills a good part of one tile).
-    """
-    model.eval()
-    out, gates = [], []
-    height, width = strips.images.shape[1:]
-    grid = make_grid((height, width), tile or (height, width))
-    for i in range(0, len(strips.names), batch):
-        chunk = strips.images[i:i + batch]
-        tiles = np.concatenate([cut(strip, grid) for strip in chunk])
-        inputs = normalise(torch.from_numpy(tiles), mean, std)
-        if channels == 3:
-            inputs = inputs.expand(-1, 3, -1, -1)
-        logits, presence = split_output(model(inputs.to(device)))
-        if logits.ndim == 2:  # a classifier: presence only, no masks
-            logits, presence = None, logits
-        else:
-            probabilities = torch.sigmoid(logits).float().cpu().numpy()
-            out.extend(stitch(probabilities[j:j + grid.count], grid).astype(np.float16)
-                       for j in range(0, len(probabilities), grid.count))
-        if presence is not None:
-            scores = torch.sigmoid(presence).float().cpu().numpy()
-            gates.append(scores.reshape(len(chunk), grid.count, -1).max(axis=1))
-    return (np.stack(out) if out else None), (np.concatenate(gates) if gates else None)
-
-
-UNTUNED = {"threshold": 0.5, "min_area": 0, "gate_threshold": 0.0}
-
-
-def evaluate(probabilities: np.ndarray, presence: np.ndarray | None, strips: StripSet,
-             post: list[dict[str, Any]]) -> dict[str, Any]:
-    """Kaggle Dice per image and class with the given post-processing per class: the
-    runtime's own post-processing (edge.postprocess) scored by edge.scoring."""
-    classes = [ClassSpec(c, "", p["threshold"], p["min_area"], p.get("gate_threshold", 0.0))
-               for c, p in zip(strips.class_ids, post, strict=True)]
-    card = Scorecard(list(strips.class_ids))
-    for i in range(len(probabilities)):
-        card.add(masks_of(probabilities[i], None if presence is None else presence[i], classes),
-                 strips.masks(i))
-    summary = card.summary()
-    return {"dice": summary["dice"], "dice_per_class": summary["dice_per_class"]}
-
-
-def tune_post_processing(probabilities: np.ndarray, presence: np.ndarray | None,
-                         strips: StripSet,
-                         names: dict[int, str] | None = None) -> list[dict[str, Any]]:
-    """Per-class threshold, minimum area (and gate threshold) maximising validation Dice."""
-    names = names or CLASS_NAMES
-    tuned = []
-    for k, class_id in enumerate(strips.class_ids):
-        threshold, min_area, gate, _ = tune_class(
-            probabilities[:, k], (strips.bits >> k) & 1,
-            None if presence is None else presence[:, k])
-        tuned.append({"id": class_id, "name": names.get(class_id, f"class{class_id}"),
-                      "threshold": threshold, "min_area": min_area, "gate_threshold": gate})
-    return tuned
-
-
-def image_truth(strips: StripSet) -> np.ndarray:
-    """(N, K) bool: which classes each strip holds."""
-    return np.stack([((strips.bits >> k) & 1).reshape(len(strips.names), -1).any(1)
-                     for k in range(len(strips.class_ids))], axis=1)
-
-
-def screening_accuracy(presence: np.ndarray, strips: StripSet,
+def screening_accuracy(counts: ValidationCounts,
                        classes: list[dict[str, Any]]) -> dict[str, Any]:
     """Image-level accuracy with given per-class thresholds (`gate_threshold`)."""
-    truth = image_truth(strips)
+    truth = counts.truth > 0
+    presence = _presence(counts)
     accuracy = [float(((presence[:, k] >= c["gate_threshold"]) == truth[:, k]).mean())
                 for k, c in enumerate(classes)]
     return {"dice": float(np.mean(accuracy)),
             "dice_per_class": {str(c["id"]): a for c, a in zip(classes, accuracy, strict=True)}}
 
 
-def screening_scores(presence: np.ndarray, strips: StripSet, names: dict[int, str]
+def screening_scores(counts: ValidationCounts, class_ids: tuple[int, ...],
+                     names: dict[int, str]
                      ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """Image-level accuracy of a screening classifier, at 0.5 and at per-class thresholds
     tuned on validation. Reported under "dice" so that model selection and the logs read
     one key; the checkpoint's classes carry the tuned thresholds as `gate_threshold`."""
-    truth = image_truth(strips)
+    truth = counts.truth > 0
+    presence = _presence(counts)
     untuned_acc = ((presence >= 0.5) == truth).mean(0)
     tuned, accuracy = [], []
-    for k, class_id in enumerate(strips.class_ids):
+    for k, class_id in enumerate(class_ids):
         best = max(((t, float(((presence[:, k] >= t) == truth[:, k]).mean()))
                     for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)), key=lambda x: x[1])
         tuned.append({"id": class_id, "name": names.get(class_id, CLASS_NAMES.get(
             class_id, f"class{class_id}")), "threshold": 0.5, "min_area": 0,
             "gate_threshold": best[0]})
         accuracy.append(best[1])
-    per_class = {str(c): float(a) for c, a in zip(strips.class_ids, accuracy, strict=True)}
+    per_class = {str(c): float(a) for c, a in zip(class_ids, accuracy, strict=True)}
     return ({"dice": float(untuned_acc.mean())}, tuned,
             {"dice": float(np.mean(accuracy)), "dice_per_class": per_class})
+
+
+def _presence(counts: ValidationCounts) -> np.ndarray:
+    if counts.presence is None:
+        raise ValueError("the model gives no presence scores")
+    return counts.presence
+
+
+def validation_scores(counts: ValidationCounts, class_ids: tuple[int, ...],
+                      names: dict[int, str]
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """(untuned score, tuned post-processing, tuned score) of one validation pass."""
+    if not counts.segments:  # a screening classifier is judged image by image
+        return screening_scores(counts, class_ids, names)
+    untuned = counts.dice([{"id": c, **UNTUNED} for c in class_ids])
+    tuned = counts.tune(class_ids, names or CLASS_NAMES)
+    return untuned, tuned, counts.dice(tuned)
 
 
 def model_params(config: TrainConfig, classes: int) -> dict[str, Any]:
@@ -297,6 +238,7 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
     elif main_process:
         history_path.write_text("")
     began = time.monotonic() - elapsed_before
+    names = {v: k for k, v in config.label_names.items()}
     for epoch in range(start_epoch, config.epochs):
         model.train()
         dataset.epoch = epoch
@@ -308,16 +250,11 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
                                      mean, std, channels, device, on_cuda and config.amp,
                                      on_cuda and config.channels_last, config.gate_weight))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        # Every rank scores the same (synchronised) model, so all agree on best and stop.
-        probabilities, presence = predict_strips(net, val_set, mean, std, channels=channels,
-                                                 device=device, tile=tuple(config.tile))
-        names = {v: k for k, v in config.label_names.items()}
-        if probabilities is None:  # a screening classifier is judged image by image
-            untuned, tuned, scores = screening_scores(presence, val_set, names)
-        else:
-            untuned = evaluate(probabilities, presence, val_set, [UNTUNED] * classes)
-            tuned = tune_post_processing(probabilities, presence, val_set, names)
-            scores = evaluate(probabilities, presence, val_set, tuned)
+        # Each rank predicts its share of the strips; the gathered counts are the same on
+        # every rank, so all agree on the best epoch and on stopping.
+        counts = measure(net, val_set, mean, std, tuple(config.tile), channels,
+                         device).gathered()
+        untuned, tuned, scores = validation_scores(counts, strips.class_ids, names)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(scores["dice"])
         elif scheduler is not None:
@@ -361,11 +298,10 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
     test_metrics: dict[str, Any] = {}
     if test_set is not None and len(test_set.names):
         # The one look at the test split: best epoch, post-processing tuned on validation.
-        probabilities, presence = predict_strips(net, test_set, mean, std, channels=channels,
-                                                 device=device, tile=tuple(config.tile))
-        result = screening_accuracy(presence, test_set, best["classes"]) \
-            if probabilities is None else \
-            evaluate(probabilities, presence, test_set, best["classes"])
+        counts = measure(net, test_set, mean, std, tuple(config.tile), channels, device,
+                         shard=(0, 1))
+        result = counts.dice(best["classes"]) if counts.segments else \
+            screening_accuracy(counts, best["classes"])
         test_metrics = {"test_dice": result["dice"], "test_strips": len(test_set.names),
                         "test_images": test_set.names}
         log.info("held-out test split: Dice %.4f on %d strips", result["dice"],

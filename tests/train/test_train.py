@@ -145,6 +145,11 @@ def test_ddp_with_two_gloo_processes_matches_one_process(synth_data, tmp_path):
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     assert abs(one["loss"] - two["loss"]) < 1e-5
     assert np.allclose(one["params"], two["params"], atol=1e-5)
+    # validation sharded over the ranks, counts gathered: the one-process scores
+    assert one["val_strips"] == two["val_strips"] == 7
+    assert abs(one["val_dice"] - two["val_dice"]) <= 1e-6
+    assert abs(one["val_dice_tuned"] - two["val_dice_tuned"]) <= 1e-6
+    assert one["tuned"] == two["tuned"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,142 @@
+"""Validation by pixel counts: what Kaggle Dice and the post-processing sweep need, and
+nothing more.
+
+For every strip, class and tuning threshold the model's predicted pixels and their
+intersection with the truth are counted as the strip is predicted; its probability map is
+then dropped. Memory is a few numbers per strip whatever the data set size (a Severstal
+validation split as float16 maps would be 8 GB), and under DDP each rank predicts its
+own share of the strips and the integer counts are gathered exactly: every rank tunes on
+the same table, so all agree on the best epoch and on early stopping, and the Dice is the
+one a single process computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from torch import nn
+
+from lineside.edge.tiling import cut, make_grid, stitch
+from lineside.train.data.severstal_dataset import StripSet
+from lineside.train.models import normalise, split_output
+from lineside.train.tuning import THRESHOLDS, dice_of_counts, tune_counts
+
+UNTUNED = {"threshold": 0.5, "min_area": 0, "gate_threshold": 0.0}
+
+
+@dataclass
+class ValidationCounts:
+    """Counts per strip (in strip order), class and threshold (tuning.THRESHOLDS)."""
+
+    index: np.ndarray  # (N,) strip indices in the validation set
+    truth: np.ndarray  # (N, K) truth pixels
+    predicted: np.ndarray | None  # (N, K, T) pixels above each threshold; None: classifier
+    intersection: np.ndarray | None  # (N, K, T) of those, pixels in the truth
+    presence: np.ndarray | None  # (N, K) presence (max over tiles), gated models / classifiers
+
+    @property
+    def segments(self) -> bool:
+        return self.predicted is not None
+
+    def dice(self, post: list[dict[str, Any]]) -> dict[str, Any]:
+        """Kaggle Dice (mean over strips and classes) with per-class post-processing
+        (threshold, min_area, gate_threshold)."""
+        if self.predicted is None or self.intersection is None:
+            raise ValueError("a classifier has no masks to score")
+        per_class = np.stack([dice_of_counts(
+            self.predicted[:, k], self.intersection[:, k], self.truth[:, k],
+            None if self.presence is None else self.presence[:, k], p["threshold"],
+            p["min_area"], p.get("gate_threshold", 0.0)) for k, p in enumerate(post)], axis=1)
+        return {"dice": float(per_class.mean()),
+                "dice_per_class": {str(p["id"]): float(per_class[:, k].mean())
+                                   for k, p in enumerate(post)}}
+
+    def tune(self, class_ids: tuple[int, ...], names: dict[int, str]) -> list[dict[str, Any]]:
+        """Per-class threshold, minimum area and gate threshold maximising Dice."""
+        if self.predicted is None or self.intersection is None:
+            raise ValueError("a classifier has no masks to tune")
+        tuned = []
+        for k, class_id in enumerate(class_ids):
+            threshold, min_area, gate, _ = tune_counts(
+                self.predicted[:, k], self.intersection[:, k], self.truth[:, k],
+                None if self.presence is None else self.presence[:, k])
+            tuned.append({"id": class_id, "name": names.get(class_id, f"class{class_id}"),
+                          "threshold": threshold, "min_area": min_area,
+                          "gate_threshold": gate})
+        return tuned
+
+    def gathered(self) -> ValidationCounts:
+        """Every rank's share, in strip order (itself when not distributed)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        shares: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(shares, self)
+        return ValidationCounts.joined(shares)
+
+    @staticmethod
+    def joined(shares: list[ValidationCounts]) -> ValidationCounts:
+        # A rank with no strip (fewer strips than ranks) knows nothing of the model's heads.
+        shares = [s for s in shares if len(s.index)] or shares[:1]
+        index = np.concatenate([s.index for s in shares])
+        order = np.argsort(index, kind="stable")
+
+        def join(name: str) -> np.ndarray | None:
+            parts = [getattr(s, name) for s in shares]
+            return None if parts[0] is None else np.concatenate(parts)[order]
+
+        return ValidationCounts(index[order], join("truth"), join("predicted"),  # type: ignore[arg-type]
+                                join("intersection"), join("presence"))
+
+
+def shard_of_this_rank() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside DDP."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def measure(model: nn.Module, strips: StripSet, mean: float, std: float,
+            tile: tuple[int, int] | None = None, channels: int = 1, device: str = "cpu",
+            batch: int = 4, shard: tuple[int, int] | None = None) -> ValidationCounts:
+    """Predict this rank's share of `strips` (every `world`-th from `rank`), cut into
+    tiles and stitched as the runtime does (a strip's presence is the maximum over its
+    tiles), and count. Gather with `.gathered()`."""
+    rank, world = shard or shard_of_this_rank()
+    model.eval()
+    indices = np.arange(rank, len(strips.names), world)
+    height, width = strips.images.shape[1:]
+    grid = make_grid((height, width), tile or (height, width))
+    limits = np.asarray(THRESHOLDS, np.float32)[:, None, None, None]
+    truth, predicted, intersection, gates = [], [], [], []
+    for start in range(0, len(indices), batch):
+        chunk = indices[start:start + batch]
+        tiles = np.concatenate([cut(strips.images[i], grid) for i in chunk])
+        inputs = normalise(torch.from_numpy(tiles), mean, std)
+        if channels == 3:
+            inputs = inputs.expand(-1, 3, -1, -1)
+        logits, presence = split_output(model(inputs.to(device)))
+        if logits.ndim == 2:  # a classifier: presence only, no masks
+            logits, presence = None, logits
+        for j, i in enumerate(chunk):
+            masks = strips.masks(int(i)).astype(bool)
+            truth.append(masks.reshape(len(masks), -1).sum(1))
+            if logits is None:
+                continue
+            part = torch.sigmoid(logits[j * grid.count:(j + 1) * grid.count])
+            above = stitch(part.float().cpu().numpy(), grid)[None] > limits  # (T, K, H, W)
+            predicted.append(above.reshape(*above.shape[:2], -1).sum(2).T)
+            intersection.append((above & masks[None]).reshape(*above.shape[:2], -1).sum(2).T)
+        if presence is not None:
+            scores = torch.sigmoid(presence).float().cpu().numpy()
+            gates.append(scores.reshape(len(chunk), grid.count, -1).max(axis=1))
+    classes = len(strips.class_ids)
+    return ValidationCounts(
+        indices, np.array(truth, np.int64).reshape(len(indices), classes),
+        np.array(predicted, np.int64) if predicted else None,
+        np.array(intersection, np.int64) if intersection else None,
+        np.concatenate(gates) if gates else None)
