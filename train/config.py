@@ -71,6 +71,10 @@ class TrainConfig:
     tile: list[int] = field(default_factory=lambda: [256, 256])  # what the runtime feeds
     samples_per_epoch: int = 128
     defect_share: float = 0.5  # share of crops centred on a defect
+    class_weights: list[float] = field(default_factory=list)  # which class those show
+    # (empty: as often as strips hold it; [1, 1, 1, 1]: rare classes as often as common)
+    workers: int = 2  # DataLoader processes decoding and augmenting (0: in the trainer)
+    cache_dir: str = ""  # keep decoded strips here for later epochs ("" : decode each time)
     val_fraction: float = 0.15
     test_fraction: float = 0.0  # stratified held-out test split, scored once at the end
     folds: int = 0  # k-fold: split into `folds` parts ...
@@ -108,6 +112,11 @@ class TrainConfig:
             raise ConfigError("val_fraction: must be in (0, 1)")
         if not 0 <= self.test_fraction < 0.5:
             raise ConfigError("test_fraction: must be in [0, 0.5)")
+        if self.workers < 0:
+            raise ConfigError("workers: 0 or more")
+        if self.class_weights and (len(self.class_weights) != len(self.class_ids)
+                                   or min(self.class_weights) < 0):
+            raise ConfigError(f"class_weights: one weight >= 0 per class of {self.class_ids}")
         if self.epochs < 1 or self.batch_size < 1 or self.samples_per_epoch < 1:
             raise ConfigError("epochs, batch_size and samples_per_epoch must be positive")
         return self

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import distributed as dist
@@ -122,24 +124,45 @@ def _optimiser(config: TrainConfig, model: nn.Module):
     return optimizer, scheduler
 
 
-def make_loader(dataset: CropDataset, batch_size: int) -> DataLoader:
-    """Under DDP each rank takes its share of every global batch of `batch_size` crops."""
+def make_loader(dataset: CropDataset, batch_size: int, workers: int = 0) -> DataLoader:
+    """Under DDP each rank takes its share of every global batch of `batch_size` crops.
+    `workers` processes decode and augment (each crop depends only on its index and the
+    epoch, so the crops are the same whatever the worker count)."""
+    sampler, per_rank = None, batch_size
     if dist.is_available() and dist.is_initialized():
         world = dist.get_world_size()
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} is not divisible by {world} processes")
-        sampler = DistributedSampler(dataset, shuffle=False)
-        return DataLoader(dataset, batch_size=batch_size // world, sampler=sampler)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        sampler, per_rank = DistributedSampler(dataset, shuffle=False), batch_size // world
+    # forkserver, not fork: a process that already used OpenCV's thread pool (reading the
+    # first image) deadlocks in a forked child's first cv2 call. The server imports the
+    # data code (torch, OpenCV) once; workers fork from it. Workers are not persistent:
+    # each epoch's workers must see the dataset's new `epoch` (persistent ones keep the
+    # copy they started with and would draw the first epoch's crops forever).
+    context = None
+    if workers:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["lineside.train.data.severstal_dataset"])
+    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                      worker_init_fn=_one_thread, prefetch_factor=4 if workers else None,
+                      multiprocessing_context=context)
+
+
+def _one_thread(_worker: int) -> None:
+    # A worker decodes with OpenCV and numpy: torch's intra-op threads would only compete
+    # with the training process for the same cores.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion,
                optimizer, scaler, mean: float, std: float, channels: int, device: str,
                amp: bool, channels_last: bool, gate_weight: float = 0.0) -> float:
-    inputs = normalise(images, mean, std)
+    # uint8 to the device, floats there: a quarter of the host-to-device bytes
+    inputs = normalise(images.to(device, non_blocking=True), mean, std)
     if channels == 3:
         inputs = inputs.expand(-1, 3, -1, -1)
-    inputs, targets = inputs.to(device), targets.to(device)
+    targets = targets.to(device, non_blocking=True).float()
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type="cuda", enabled=amp):
@@ -181,7 +204,7 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
     out.parent.mkdir(parents=True, exist_ok=True)
     strips = load_strips(config.data, tuple(config.class_ids), config.limit,
                          tuple(config.resize) if config.resize else None,
-                         config.label_names or None)
+                         config.label_names or None, config.cache_dir or None)
     test_set = None
     if config.test_fraction:
         strips, test_set = hold_out(strips, config.test_fraction, config.seed)
@@ -189,8 +212,8 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
                                config.fold)
     if not len(val_set.names):
         raise ValueError("validation split is empty: use more strips or a larger val_fraction")
-    mean = float(train_set.images.mean() / 255.0)
-    std = float(train_set.images.std() / 255.0) or 1.0
+    mean, std = train_set.pixel_statistics()
+    std = std or 1.0
     log.info("%d training / %d validation strips, mean %.3f std %.3f, %s on %s",
              len(train_set.names), len(val_set.names), mean, std,
              config.model.architecture, device)
@@ -210,8 +233,8 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
     criterion = create_loss(config.loss)
     scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and config.amp)
     dataset = CropDataset(train_set, tuple(config.crop), config.seed, config.samples_per_epoch,
-                          config.defect_share, config.augment)
-    loader = make_loader(dataset, config.batch_size)
+                          config.defect_share, config.augment, config.class_weights)
+    loader = make_loader(dataset, config.batch_size, config.workers)
     channels = config.model.in_channels
 
     history_path = out.with_suffix(".jsonl")
@@ -314,7 +337,7 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         "model_params": {k: v for k, v in params.items() if k != "encoder_weights"},
         "classes": best["classes"],
         "in_channels": channels, "tile": list(config.tile),
-        "frame": list(strips.images.shape[1:]), "mean": mean, "std": std,
+        "frame": list(strips.shape), "mean": mean, "std": std,
         "metrics": {"val_dice_untuned": best["untuned"], "val_dice": best["dice"],
                     "val_dice_per_class": best["dice_per_class"], "best_epoch": best["epoch"],
                     "val_strips": len(val_set.names), "train_strips": len(train_set.names),

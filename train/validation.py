@@ -21,7 +21,7 @@ from torch import distributed as dist
 from torch import nn
 
 from lineside.edge.tiling import cut, make_grid, stitch
-from lineside.train.data.severstal_dataset import StripSet
+from lineside.train.data.severstal_dataset import StripSet, planes_to_masks
 from lineside.train.models import normalise, split_output
 from lineside.train.tuning import THRESHOLDS, dice_of_counts, tune_counts
 
@@ -109,21 +109,21 @@ def measure(model: nn.Module, strips: StripSet, mean: float, std: float,
     rank, world = shard or shard_of_this_rank()
     model.eval()
     indices = np.arange(rank, len(strips.names), world)
-    height, width = strips.images.shape[1:]
-    grid = make_grid((height, width), tile or (height, width))
+    grid = make_grid(strips.shape, tile or strips.shape)
     limits = np.asarray(THRESHOLDS, np.float32)[:, None, None, None]
     truth, predicted, intersection, gates = [], [], [], []
     for start in range(0, len(indices), batch):
         chunk = indices[start:start + batch]
-        tiles = np.concatenate([cut(strips.images[i], grid) for i in chunk])
+        decoded = [strips.decoded(int(i)) for i in chunk]
+        tiles = np.concatenate([cut(pixels, grid) for pixels, _ in decoded])
         inputs = normalise(torch.from_numpy(tiles), mean, std)
         if channels == 3:
             inputs = inputs.expand(-1, 3, -1, -1)
         logits, presence = split_output(model(inputs.to(device)))
         if logits.ndim == 2:  # a classifier: presence only, no masks
             logits, presence = None, logits
-        for j, i in enumerate(chunk):
-            masks = strips.masks(int(i)).astype(bool)
+        for j, (_, planes) in enumerate(decoded):
+            masks = planes_to_masks(planes, len(strips.class_ids)).astype(bool)
             truth.append(masks.reshape(len(masks), -1).sum(1))
             if logits is None:
                 continue

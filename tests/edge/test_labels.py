@@ -90,7 +90,8 @@ def test_training_evaluation_and_calibration_read_every_format_alike(tmp_path):
         frames = LabelledFrames.from_folder(folder, list(CLASSES), label_names=LABELME_NAMES)
         dataset = open_dataset(folder, label_names=LABELME_NAMES)
         order = [s.name for s in choose_frames(dataset.samples, True, "stratified", 5)]
-        summary = (strips.names, strips.images.tobytes(), strips.bits.tobytes(),
+        summary = (strips.names, [strips.image(i).tobytes() for i in range(len(strips))],
+                   [strips.planes(i).tobytes() for i in range(len(strips))],
                    frames.names, [t.tobytes() for t in frames.truths], order)
         reference = reference or summary
         assert summary == reference, f"{kind} reads differently"
@@ -141,7 +142,8 @@ def test_labelme_polygons_rectangles_and_resize(tmp_path):
     masks = strips.masks(0)
     assert masks[0].sum() == 41 * 31  # label names sorted: nugget=1, spatter=2
     assert masks[1].sum() == 20 * 20
-    assert strips.masks(1).sum() == 0 and strips.images.shape == (2, 80, 120)
+    assert strips.masks(1).sum() == 0 and strips.shape == (80, 120)
+    assert strips.image(1).shape == (80, 120) and len(strips) == 2
 
 
 def test_unknown_label_is_an_error(tmp_path):

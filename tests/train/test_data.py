@@ -86,3 +86,90 @@ def test_masks_for_places_each_class():
     masks = masks_for(pairs)
     assert masks.shape == (4, 256, 1600)
     assert masks[1].sum() == 256 and masks[[0, 2, 3]].sum() == 0
+
+
+def _dataset(tmp_path, count=24):
+    write_dataset(tmp_path / "set", count=count, seed=5)
+    return tmp_path / "set"
+
+
+def test_indexing_a_set_decodes_nothing_so_memory_does_not_grow_with_it(tmp_path):
+    import tracemalloc
+
+    from lineside.train.data.severstal_dataset import load_strips
+
+    folder = _dataset(tmp_path)
+    tracemalloc.start()
+    strips = load_strips(folder)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 24 strips in memory would be 24 x 2 x 400 KB; indexed: the first image and labels
+    assert peak < 3_000_000, peak
+    assert len(strips) == 24 and strips.shape == (256, 1600)
+    assert strips.presence().any()
+
+
+def crops_at(folder, workers: int, epoch: int, cache: str | None = None) -> list:
+    """The crops of one epoch, as the trainer iterates them (a loader reused across
+    epochs: workers must follow the epoch)."""
+    from lineside.train.data.severstal_dataset import CropDataset, load_strips
+    from lineside.train.trainer import make_loader
+
+    dataset = CropDataset(load_strips(folder, cache_dir=cache), (128, 256), seed=3,
+                          samples_per_epoch=16)
+    loader = make_loader(dataset, 4, workers)
+    for e in range(epoch + 1):
+        dataset.epoch = e
+        batches = [t for batch in loader for t in batch]
+    return batches
+
+
+def test_workers_and_the_disk_cache_give_the_same_crops(tmp_path):
+    import torch
+
+    from lineside.train.data.severstal_dataset import load_strips
+
+    folder = _dataset(tmp_path)
+
+    def crops(workers: int, cache: str | None) -> list[torch.Tensor]:
+        return crops_at(folder, workers, 1, cache)
+
+    reference = crops(0, None)
+    assert not all(torch.equal(a, b) for a, b in zip(crops_at(folder, 2, 2), reference,
+                                                     strict=True)), "epochs draw alike"
+    cache = tmp_path / "cache"
+    for workers, use in ((2, str(cache)), (0, str(cache))):  # workers fill it, then hits
+        assert all(torch.equal(a, b) for a, b in zip(crops(workers, use), reference,
+                                                     strict=True))
+    done = np.fromfile(cache / "done.u8", np.uint8)
+    assert done.any() and set(np.unique(done)) <= {0, 1}
+    # the cache holds exactly what decoding gives
+    strips = load_strips(folder, cache_dir=cache)
+    fresh = load_strips(folder)
+    for i in np.flatnonzero(done)[:3]:
+        assert np.array_equal(strips.decoded(int(i))[0], fresh.decoded(int(i))[0])
+        assert np.array_equal(strips.decoded(int(i))[1], fresh.decoded(int(i))[1])
+
+
+def test_class_weights_decide_which_class_a_defect_crop_shows(tmp_path):
+    from lineside.train.data.severstal_dataset import CropDataset, load_strips
+
+    strips = load_strips(_dataset(tmp_path, 40))
+    holds = strips.presence().sum(axis=0)
+
+    def shown(weights) -> np.ndarray:
+        dataset = CropDataset(strips, (64, 64), seed=1, samples_per_epoch=1,
+                              defect_share=1.0, class_weights=weights)
+        return dataset.class_odds
+
+    natural = shown(())
+    assert np.allclose(natural, holds / holds.sum())  # as often as strips hold a class
+    equal = shown([1, 1, 1, 1])
+    assert np.allclose(equal[holds > 0], 1 / (holds > 0).sum())
+    # and the crops follow: every defect-centred crop shows its drawn class
+    dataset = CropDataset(strips, (64, 64), seed=1, samples_per_epoch=200, defect_share=1.0,
+                          class_weights=[0, 0, 0, 1] if holds[3] else [1, 0, 0, 0])
+    k = 3 if holds[3] else 0
+    assert all(dataset[i][1][k].any() for i in range(40))
+    with pytest.raises(ValueError, match="class_weights"):
+        CropDataset(strips, (64, 64), seed=1, samples_per_epoch=1, class_weights=[1, 1])
