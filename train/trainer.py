@@ -22,7 +22,6 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from lineside.train.checkpoint import save_checkpoint
 from lineside.train.config import TrainConfig
@@ -35,6 +34,7 @@ from lineside.train.data.severstal_dataset import (
 from lineside.train.data.synth import CLASS_NAMES
 from lineside.train.losses import create_loss
 from lineside.train.models import CLASSIFIERS, create_model, normalise, split_output
+from lineside.train.progress import progress
 from lineside.train.validation import UNTUNED, ValidationCounts, measure
 
 log = logging.getLogger("lineside.train")
@@ -266,13 +266,13 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         model.train()
         dataset.epoch = epoch
         losses = []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   leave=False, mininterval=2.0, disable=None if main_process else True)
-        for images, targets in bar:
+        batches = progress(loader, len(loader), f"epoch {epoch + 1}/{config.epochs} "
+                           "training", "crops", scale=loader.batch_size or 1,
+                           enabled=main_process)
+        for images, targets in batches:
             losses.append(train_step(model, images, targets, criterion, optimizer, scaler,
                                      mean, std, channels, device, on_cuda and config.amp,
                                      on_cuda and config.channels_last, config.gate_weight))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         # Each rank predicts its share of the strips; the gathered counts are the same on
         # every rank, so all agree on the best epoch and on stopping.
         counts = measure(net, val_set, mean, std, tuple(config.tile), channels,

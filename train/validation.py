@@ -23,6 +23,7 @@ from torch import nn
 from lineside.edge.tiling import cut, make_grid, stitch
 from lineside.train.data.severstal_dataset import StripSet, planes_to_masks
 from lineside.train.models import normalise, split_output
+from lineside.train.progress import progress
 from lineside.train.tuning import THRESHOLDS, dice_of_counts, tune_counts
 
 UNTUNED = {"threshold": 0.5, "min_area": 0, "gate_threshold": 0.0}
@@ -112,7 +113,9 @@ def measure(model: nn.Module, strips: StripSet, mean: float, std: float,
     grid = make_grid(strips.shape, tile or strips.shape)
     limits = np.asarray(THRESHOLDS, np.float32)[:, None, None, None]
     truth, predicted, intersection, gates = [], [], [], []
-    for start in range(0, len(indices), batch):
+    starts = range(0, len(indices), batch)
+    for start in progress(starts, len(starts), "validation", "strips", scale=batch,
+                          enabled=rank == 0):
         chunk = indices[start:start + batch]
         decoded = [strips.decoded(int(i)) for i in chunk]
         tiles = np.concatenate([cut(pixels, grid) for pixels, _ in decoded])

@@ -134,6 +134,15 @@ def header(camera: str, frame_id: int, shape: tuple[int, int] = (256, 1600),
                        line_position=line_position)
 
 
+def send_frames(daemon: RunningDaemon, camera: str, count: int,
+                shape: tuple[int, int] = (256, 1600)) -> set[tuple[str, int]]:
+    """Frames 0..count-1 of `camera` into `daemon`; the (camera, id) pairs sent."""
+    assert daemon.sender is not None
+    for i in range(count):
+        daemon.sender.send(header(camera, i, shape), strip(i, shape))
+    return {(camera, i) for i in range(count)}
+
+
 class Accounting(Ledger):
     """What a gateway saw, per (camera, frame id): the frame-accounting invariant, with
     the lists of result, error and drop bodies the tests read."""

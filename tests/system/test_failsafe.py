@@ -25,6 +25,7 @@ from tests.system.line import (
     collect,
     header,
     next_heartbeat,
+    send_frames,
     serve,
     strip,
 )
@@ -59,9 +60,7 @@ def test_a_hung_inference_call_gets_every_frame_one_verdict_by_its_deadline(trai
 
         prober = threading.Thread(target=watch, daemon=True)
         prober.start()
-        sent = {("cam0", i) for i in range(10)}
-        for _, i in sorted(sent):
-            d.sender.send(header("cam0", i, SHAPE), strip(i, SHAPE))
+        sent = send_frames(d, "cam0", 10, SHAPE)
         book = collect(d.subscriber, len(sent), timeout_s=30)
         assert_every_frame_once(book, sent)
         ok = [r for r in book.results if r["verdict"] != "ERROR"]
@@ -92,9 +91,7 @@ def test_a_stop_with_frames_behind_a_hung_call_gives_them_the_failsafe_verdict(
     # No deadline: only the stop can settle the frames behind the hung call.
     with serve(trained_bundle, "--inject-faults", "hang-after=1", "--stall-s", "0.5",
                "--stall-exit-s", "0", "--heartbeat-s", "0.25") as d:
-        sent = {("cam0", i) for i in range(4)}
-        for _, i in sorted(sent):
-            d.sender.send(header("cam0", i, SHAPE), strip(i, SHAPE))
+        sent = send_frames(d, "cam0", 4, SHAPE)
         next_heartbeat(d.subscriber, 10, lambda b: "infer" in b["stalled"])
         assert collect(d.subscriber, 1, timeout_s=0.5).accounted == 0  # nothing decided
         d.proc.send_signal(signal.SIGTERM)
@@ -109,9 +106,7 @@ def test_results_that_come_after_the_deadline_are_counted_and_never_published(
         trained_bundle):
     with serve(trained_bundle, "--inject-faults", "delay-ms=700", "--deadline-ms", "300",
                "--heartbeat-s", "0.25", "--max-batch", "4") as d:
-        sent = {("cam0", i) for i in range(6)}
-        for _, i in sorted(sent):
-            d.sender.send(header("cam0", i, SHAPE), strip(i, SHAPE))
+        sent = send_frames(d, "cam0", 6, SHAPE)
         book = collect(d.subscriber, len(sent), timeout_s=30)
         assert_every_frame_once(book, sent)
         assert all(r["verdict"] == "ERROR" for r in book.results)

@@ -173,3 +173,15 @@ def test_class_weights_decide_which_class_a_defect_crop_shows(tmp_path):
     assert all(dataset[i][1][k].any() for i in range(40))
     with pytest.raises(ValueError, match="class_weights"):
         CropDataset(strips, (64, 64), seed=1, samples_per_epoch=1, class_weights=[1, 1])
+
+
+def test_progress_in_a_log_says_count_rate_and_time_left(caplog):
+    import logging
+
+    from lineside.train.progress import progress
+
+    with caplog.at_level(logging.INFO, logger="lineside.train"):
+        items = list(progress(range(5), 5, "validation", "strips", scale=2, every_s=0.0))
+    assert items == list(range(5))  # every item, in order
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and lines[0].startswith("validation: 2/10 strips (") and "s left" in lines[0]
