@@ -103,7 +103,8 @@ def shard_of_this_rank() -> tuple[int, int]:
 @torch.no_grad()
 def measure(model: nn.Module, strips: StripSet, mean: float, std: float,
             tile: tuple[int, int] | None = None, channels: int = 1, device: str = "cpu",
-            batch: int = 4, shard: tuple[int, int] | None = None) -> ValidationCounts:
+            tiles_per_call: int | None = None,
+            shard: tuple[int, int] | None = None) -> ValidationCounts:
     """Predict this rank's share of `strips` (every `world`-th from `rank`), cut into
     tiles and stitched as the runtime does (a strip's presence is the maximum over its
     tiles), and count. Gather with `.gathered()`."""
@@ -111,6 +112,10 @@ def measure(model: nn.Module, strips: StripSet, mean: float, std: float,
     model.eval()
     indices = np.arange(rank, len(strips.names), world)
     grid = make_grid(strips.shape, tile or strips.shape)
+    # Whole strips per call, as many as fit the tile budget: on a CPU the activations of a
+    # bigger call are memory (a UNet keeps every level), not speed; a GPU wants more.
+    budget = tiles_per_call or (32 if device.startswith("cuda") else 8)
+    batch = max(1, budget // grid.count)
     limits = np.asarray(THRESHOLDS, np.float32)[:, None, None, None]
     truth, predicted, intersection, gates = [], [], [], []
     starts = range(0, len(indices), batch)
