@@ -91,6 +91,8 @@ def main(bundle_path: str, out_path: str) -> int:
 
         options = ort.SessionOptions()
         options.enable_profiling = True
+        # the profile goes beside the report, not into the working tree
+        options.profile_file_prefix = str(Path(sys.argv[2]).with_suffix("")) + "-ort-profile"
         session = ort.InferenceSession(str(bundle.model_path("fp16" if "fp16" in manifest.models
                                                              else "fp32")), options,
                                        providers=["CUDAExecutionProvider",
