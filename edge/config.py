@@ -187,6 +187,31 @@ class ServeConfig(ModelSettings):
         default_factory=lambda: ["results"], flag="--curve-socket", choices=CURVE_SOCKETS,
         help="which bound sockets run CURVE with --curve-secret (repeatable): results, "
         "input (PULL; cameras need the daemon's public key), control")
+    # Learning from the line (docs/operations.md): record, shadow, promote, roll back.
+    record: str = setting("", metavar="DIR",
+                          help="record frames worth labelling into DIR: every REJECT and "
+                          "ERROR, uncertain frames, a sample of OK ones (off by default)")
+    record_ok_fraction: float = setting(0.05, help="fraction of OK frames recorded")
+    record_band: float = setting(0.1, help="a frame is uncertain when a class's maximum "
+                                 "probability (or presence) is this close to its threshold")
+    record_rate: float = setting(0.0, help="recordings per second per camera at most "
+                                 "(0: no limit; the quota still applies)")
+    record_quota_mb: float = setting(2048.0, help="disk quota of the recording folder; the "
+                                     "oldest recordings are deleted to stay within it")
+    shadow: str = setting("", metavar="BUNDLE",
+                          help="candidate bundle run beside the serving one on spare capacity; "
+                          "its verdicts go to the `shadow` topic, never to the PLC")
+    promote_min_frames: int = setting(200, help="`promote` needs the shadow model compared "
+                                      "on at least this many frames")
+    promote_min_agreement: float = setting(0.98, help="`promote` needs at least this verdict "
+                                           "agreement between shadow and serving model")
+    promote_min_dice: float = setting(0.9, help="`promote` needs at least this mean Dice "
+                                      "of the shadow's masks against the serving model's")
+    promote_dice_tolerance: float = setting(0.0, help="`promote` with a held-out folder "
+                                            "needs the shadow's Dice there at least the "
+                                            "serving model's minus this")
+    rollback_keep_s: float = setting(600.0, help="after a swap or promote, keep the previous "
+                                     "model loaded this long for an instant `rollback`")
     camera: CameraSettings = setting(default_factory=CameraSettings, cli=False,
                                      help="defaults for every camera")
     cameras: dict[str, CameraSettings] = setting(default_factory=dict, cli=False,
@@ -211,7 +236,12 @@ class ServeConfig(ModelSettings):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
         bounds = {"max_wait_ms": (0, 10_000), "heartbeat_s": (0.05, 3600),
                   "stall_s": (0.1, 3600), "stall_exit_s": (0, 86_400),
-                  "max_cameras": (1, 100_000),
+                  "max_cameras": (1, 100_000), "record_ok_fraction": (0, 1),
+                  "record_band": (0, 1), "record_rate": (0, 100_000),
+                  "record_quota_mb": (1, 1e9), "promote_min_frames": (0, 10**9),
+                  "promote_min_agreement": (0, 1), "promote_min_dice": (0, 1),
+                  "promote_dice_tolerance": (0, 1),
+                  "rollback_keep_s": (0, 86_400 * 7),
                   "max_message_bytes": (1024, 2**31)}
         for name, (low, high) in bounds.items():
             _check_range(name, getattr(self, name), low, high)
@@ -223,7 +253,7 @@ class ServeConfig(ModelSettings):
         if "input" in self.curve_sockets and self.curve_secret and self.input_mode == "sub":
             raise ConfigError("curve_sockets: input runs CURVE only in pull mode (in sub "
                               "mode the daemon connects to the cameras)")
-        for name in ("curve_secret", "curve_clients", "bundle_root"):
+        for name in ("curve_secret", "curve_clients", "bundle_root", "shadow"):
             value = getattr(self, name)
             if value and not Path(value).exists():
                 raise ConfigError(f"{name}: {value} does not exist")

@@ -1,7 +1,9 @@
 """The runtime daemon: the pipeline's stages wired together (docs/architecture.md).
 
     receive -> per-camera queues -> batch -> screen + infer -> decide -> publish
-                      watchdog (deadlines, stalls)      control (hot swap, status)
+                                                                 `-> record, shadow
+                      watchdog (deadlines, stalls)      control (swap, shadow, promote,
+                                                                 rollback, status)
 
 Each stage is a small object in lineside.edge.pipeline; here they get their threads and
 the bounded queues between them. The backend only ever runs inference: decoding, tiling
@@ -19,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -33,9 +36,16 @@ from lineside.edge.pipeline.decide import Decider, failsafe_result
 from lineside.edge.pipeline.engine_build import EngineBuild, RecentFrames
 from lineside.edge.pipeline.frame_queues import FrameQueues
 from lineside.edge.pipeline.infer import ModelStages
-from lineside.edge.pipeline.model import LoadedModel, ModelSlot, load_model
+from lineside.edge.pipeline.model import LoadedModel, ModelSlot, load_candidate, load_model
 from lineside.edge.pipeline.publish import END, Outbox, PublishStage
 from lineside.edge.pipeline.receive import ReceiveStage
+from lineside.edge.pipeline.record import Recorder, RecordPolicy
+from lineside.edge.pipeline.shadow import (
+    ShadowStage,
+    agreement_bar,
+    heldout_dice,
+    lowest_priority,
+)
 from lineside.edge.pipeline.watchdog import InFlight, Progress, Watchdog
 from lineside.edge.pipeline.worker import Workers
 from lineside.edge.protocol import Frame
@@ -54,7 +64,8 @@ WATCHED = ("receive", "batch", "infer", "decide", "publish")
 
 class Daemon:
     def __init__(self, config: ServeConfig, model: LoadedModel,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, shadow: LoadedModel | None = None
+                 ) -> None:
         self.config = config
         self.context = context or zmq.Context.instance()
         self.counters = DaemonCounters()
@@ -62,7 +73,8 @@ class Daemon:
         self.workers = Workers(self.stop_event)
         self.outbox = Outbox()
         self.models = ModelSlot(model, lambda path: load_model(path, config),
-                                self.outbox.event, self._swapped, config.bundles_allowed())
+                                self.outbox.event, self._swapped, config.bundles_allowed(),
+                                keep_previous_s=config.rollback_keep_s)
         self.counters.model_info(model.describe())
         self.queues: FrameQueues[Frame] = FrameQueues(self._camera_limits)
         self.progress = {name: Progress(name) for name in WATCHED}
@@ -73,9 +85,17 @@ class Daemon:
         self.batcher = BatchStage(self.queues, config.max_batch, config.max_wait_ms,
                                   self.counters, self.recent.add, config.for_camera,
                                   busy=self._model_busy)
-        self.model_stages = ModelStages(config.max_batch, self.counters)
+        self.model_stages = ModelStages(config.max_batch, self.counters, self.models.retained)
         self.view = None  # the operator view, when --http is on
-        self.decider = Decider(config, self.counters)
+        self.recorder = Recorder(config.record, RecordPolicy(
+            config.record_ok_fraction, config.record_band, config.record_rate),
+            int(config.record_quota_mb * 1e6), self.counters) if config.record else None
+        self.shadow = ShadowStage(config, self.counters, self.outbox.offer, self._serving_idle,
+                                  self.recorder.keep if self.recorder else None)
+        if shadow is not None:
+            self.shadow.start(shadow)
+        observers = ([self.recorder.consider] if self.recorder else []) + [self.shadow.offer]
+        self.decider = Decider(config, self.counters, observers=observers)
         self.publisher = PublishStage(config, self.context, self.outbox, self.counters,
                                       self.heartbeat, self._on_result,
                                       self.progress["publish"])
@@ -95,8 +115,11 @@ class Daemon:
 
     @classmethod
     def from_config(cls, config: ServeConfig) -> Daemon:
-        """Load, verify and warm the configured bundle, then build the daemon around it."""
-        return cls(config, load_model(config.bundle, config))
+        """Load, verify and warm the configured bundle (and the shadow candidate), then
+        build the daemon around them."""
+        model = load_model(config.bundle, config)
+        return cls(config, model, shadow=load_candidate(config.shadow, config, model)
+                   if config.shadow else None)
 
     @property
     def model(self) -> LoadedModel:
@@ -119,17 +142,94 @@ class Daemon:
     def swap_model(self, path: str | None = None) -> dict[str, Any]:
         return self.models.swap(path or self.config.bundle)
 
+    def _serving_idle(self) -> bool:
+        """No frame waits for the model and none is in it: shadow work may run."""
+        return not self._model_busy() and not any(self.queues.depth().values())
+
+    # -- learning from the line: control commands ----------------------------------------
+    def start_shadow(self, request: dict[str, Any]) -> dict[str, Any]:
+        path = request.get("bundle") or ""
+        if not path:
+            stopped = self.shadow.stop()
+            return {"ok": True, "shadow": None,
+                    "stopped": str(stopped.bundle.root) if stopped else None}
+        if not Path(path).resolve().is_relative_to(self.models.allowed):
+            return {"ok": False, "error": f"{path} is outside {self.models.allowed}, where "
+                    "bundles may be loaded from (bundle_root)"}
+        try:
+            self.shadow.start(load_candidate(path, self.config, self.model))
+        except Exception as exc:
+            log.error("shadow %s refused: %s", path, exc)
+            return {"ok": False, "error": str(exc)}
+        self.outbox.event({"kind": "shadow", "status": "started", "bundle": str(path)})
+        return {"ok": True, "shadow": self.shadow.describe()}
+
+    def promote(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Serve the shadow model, if it meets the bar: live agreement, or with
+        `heldout` (a labelled folder) a Dice no worse than the serving model's there."""
+        config, candidate = self.config, self.shadow.candidate
+        heldout = request.get("heldout") or ""
+        if candidate is None:
+            why = agreement_bar(None, 0, 0, 0)
+            check: dict[str, Any] = {}
+        elif heldout:
+            why, check = self._heldout_check(candidate, heldout)
+        else:
+            why = agreement_bar(self.shadow.agreement, config.promote_min_frames,
+                                config.promote_min_agreement, config.promote_min_dice)
+            check = {"agreement": self.shadow.describe()}
+        if why:
+            log.warning("promote refused: %s", why)
+            self.outbox.event({"kind": "model", "status": "promote_refused", "reason": why,
+                               **check})
+            return {"ok": False, "error": f"promote refused: {why}", **check}
+        path = str(candidate.bundle.root)
+        answer = self.models.swap(path, why="promote")
+        if answer["ok"]:
+            self.shadow.stop()
+        return {**answer, **check}
+
+    def _heldout_check(self, candidate: LoadedModel, folder: str) -> tuple[str, dict]:
+        """Both models' Dice on `folder`, on a lowest-priority thread (serving goes on)."""
+        scores: dict[str, Any] = {}
+
+        def measure() -> None:
+            lowest_priority()
+            try:
+                scores["candidate"] = heldout_dice(candidate, folder, self.config.max_batch)
+                scores["serving"] = heldout_dice(self.model, folder, self.config.max_batch)
+            except Exception as exc:
+                scores["error"] = str(exc)
+
+        thread = threading.Thread(target=measure, name="edge-heldout", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in scores:
+            return f"held-out check on {folder} failed: {scores['error']}", {}
+        check = {"heldout": {"folder": folder, "dice": scores}}
+        margin = scores["candidate"] - scores["serving"]
+        if margin < -self.config.promote_dice_tolerance:
+            return (f"held-out Dice {scores['candidate']:.4f} is below the serving model's "
+                    f"{scores['serving']:.4f}"), check
+        return "", check
+
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         loops = [("receive", lambda: self.receive.run(self.stop_event)),
                  ("batch", self._batch_loop), ("infer", self._infer_loop),
                  ("decide", self._decide_loop), ("publish", self.publisher.run),
-                 ("watchdog", lambda: self.watchdog.run(self.publisher.finished))]
+                 ("watchdog", lambda: self.watchdog.run(self.publisher.finished)),
+                 ("shadow", self.shadow.run)]
+        if self.recorder is not None:
+            loops.append(("record", self.recorder.run))
         if self.config.control:
             control = ControlStage(self.config.control, self.context, {
                 "swap": lambda request: self.swap_model(request.get("bundle")),
                 "status": lambda _: {"ok": True, **self.model.describe(),
-                                     "counters": self.counters.snapshot()}},
+                                     "counters": self.counters.snapshot(),
+                                     **self._learning()},
+                "shadow": self.start_shadow, "promote": self.promote,
+                "rollback": lambda _: self.models.rollback()},
                 self.config.curve_secret if self.config.curve_on("control") else "")
             loops.append(("control", lambda: control.run(self.stop_event)))
         if self.config.curve_secret:  # before any CURVE socket takes a connection
@@ -279,6 +379,18 @@ class Daemon:
                 self.outbox.put(message)
             self.counters.stage_time("postprocess", time.perf_counter() - began)
         self.outbox.put(END)
+        self.shadow.closed.set()  # nothing more is decided: they finish what they hold
+        if self.recorder is not None:
+            self.recorder.closed.set()
+
+    def _learning(self) -> dict[str, Any]:
+        """The heartbeat's and status's view of recording and shadowing (when on)."""
+        out: dict[str, Any] = {}
+        if self.recorder is not None:
+            out["recording"] = self.recorder.describe()
+        if shadow := self.shadow.describe():
+            out["shadow"] = shadow
+        return out
 
     def heartbeat(self, final: bool = False) -> dict[str, Any]:
         depths = {"batches": self._batches.qsize(), "inferred": self._inferred.qsize(),
@@ -292,6 +404,7 @@ class Daemon:
                 "in_flight": len(self.in_flight), "stalled": list(self.watchdog.stalled),
                 **({"engine": self.engine_build.describe()}
                    if self.engine_build.state != "idle" else {}),
+                **self._learning(),
                 **self.model.describe()}
 
 

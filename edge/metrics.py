@@ -30,7 +30,9 @@ class DaemonCounters:
     # The heartbeat's counters (docs/protocol.md); every field only grows.
     NAMES = ("received", "results", "rejects", "errors", "dropped", "infer_failures",
              "decide_failures",
-             "deadline_missed", "never_arrived", "late_results", "out_of_order")
+             "deadline_missed", "never_arrived", "late_results", "out_of_order",
+             "recorded", "record_dropped", "record_deleted",
+             "shadow_compared", "shadow_dropped", "shadow_disagreed")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -74,6 +76,25 @@ class DaemonCounters:
                              "failed)", ["state"], registry=r)
         self._swaps = Counter("lineside_model_swaps", "Hot model swaps", ["result"],
                               registry=r)
+        self._recorded = Counter("lineside_recorded", "Frames recorded for labelling",
+                                 ["camera", "reason"], registry=r)
+        self._record_dropped = Counter("lineside_record_dropped", "Recordings dropped "
+                                       "(never frames): rate limit, full queue, failed write",
+                                       ["reason"], registry=r)
+        self._record_deleted = Counter("lineside_record_deleted", "Recordings deleted, oldest "
+                                       "first, to stay within the disk quota", registry=r)
+        self._record_bytes = Gauge("lineside_record_bytes", "Bytes in the recording folder",
+                                   registry=r)
+        self._shadow = Counter("lineside_shadow_frames", "Frames offered to the shadow model: "
+                               "compared, or dropped to keep serving first",
+                               ["outcome"], registry=r)
+        self._shadow_disagreements = Counter("lineside_shadow_disagreements", "Frames where "
+                                             "the shadow model and the serving one differ",
+                                             ["what"], registry=r)
+        self._shadow_agreement = Gauge("lineside_shadow_agreement", "Shadow against serving "
+                                       "model since the shadow started: verdict agreement, "
+                                       "mean Dice (per class and overall)", ["measure"],
+                                       registry=r)
 
     def _add(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -144,6 +165,38 @@ class DaemonCounters:
 
     def swap(self, result: str) -> None:
         self._swaps.labels(result).inc()
+
+    # -- learning from the line --------------------------------------------------------
+    def recorded(self, camera: str, reason: str, size: int) -> None:
+        self._add("recorded")
+        self._recorded.labels(camera, reason).inc()
+
+    def record_dropped(self, reason: str) -> None:
+        self._add("record_dropped")
+        self._record_dropped.labels(reason).inc()
+
+    def record_deleted(self) -> None:
+        self._add("record_deleted")
+        self._record_deleted.inc()
+
+    def record_bytes(self, size: int) -> None:
+        self._record_bytes.set(size)
+
+    def shadow_dropped(self) -> None:
+        self._add("shadow_dropped")
+        self._shadow.labels("dropped").inc()
+
+    def shadow_compared(self, differences: list[str], agreement: dict[str, float]) -> None:
+        """One frame compared; `differences`: "verdict" and/or "class:<id>" that differed;
+        `agreement`: the running measures (Agreement.gauges)."""
+        self._add("shadow_compared")
+        self._shadow.labels("compared").inc()
+        if differences:
+            self._add("shadow_disagreed")
+        for what in differences:
+            self._shadow_disagreements.labels(what).inc()
+        for measure, value in agreement.items():
+            self._shadow_agreement.labels(measure).set(value)
 
     def engine_state(self, state: str) -> None:
         for name in ("idle", "building", "checking", "swapped", "failed"):

@@ -22,7 +22,10 @@ ENCODINGS = ("mono8", "bgr8", "jpeg", "png")
 TOPIC_REJECT = "reject"
 TOPIC_MASK = "mask"
 TOPIC_EVENT = "event"
-TOPICS = (TOPIC_REJECT, TOPIC_MASK, TOPIC_EVENT)
+# A candidate model's verdicts beside the serving one's (edge-serve --shadow); a PLC
+# gateway never subscribes to it.
+TOPIC_SHADOW = "shadow"
+TOPICS = (TOPIC_REJECT, TOPIC_MASK, TOPIC_EVENT, TOPIC_SHADOW)
 
 # Limits that keep a hostile or broken sender from exhausting memory.
 MAX_HEADER_BYTES = 16 * 1024

@@ -102,31 +102,51 @@ class Agreement:
     a shadow model beside the serving one."""
 
     class_ids: list[int]
-    dice: list[np.ndarray] = field(default_factory=list)  # (K,) per frame
+    frames: int = 0
     verdicts_same: int = 0
+    # Running sums, not per-frame lists: a shadow model is compared for days.
+    dice_sum: np.ndarray | None = None  # (K,) sum of per-frame Dice
     disagreements: np.ndarray | None = None  # (K,) frames where presence differed
 
     def add(self, masks: np.ndarray, reference: np.ndarray, verdict: str = "",
-            reference_verdict: str = "") -> None:
-        self.dice.append(dice_pairs(masks, reference)[0])
+            reference_verdict: str = "") -> list[str]:
+        """Count one frame; what differed on it: "verdict" and "class:<id>" for each
+        class one model found and the other did not."""
+        dice = dice_pairs(masks, reference)[0]
+        self.dice_sum = dice if self.dice_sum is None else self.dice_sum + dice
+        self.frames += 1
         self.verdicts_same += verdict == reference_verdict
         found = masks.reshape(len(self.class_ids), -1).any(1)
         expected = reference.reshape(len(self.class_ids), -1).any(1)
         differs = (found != expected).astype(int)
         self.disagreements = differs if self.disagreements is None else \
             self.disagreements + differs
+        return ([] if verdict == reference_verdict else ["verdict"]) + \
+            [f"class:{c}" for c, d in zip(self.class_ids, differs, strict=True) if d]
 
     @property
-    def frames(self) -> int:
-        return len(self.dice)
+    def verdict_agreement(self) -> float:
+        return self.verdicts_same / self.frames if self.frames else 0.0
+
+    @property
+    def mean_dice(self) -> float:
+        return float(self.dice_sum.mean()) / self.frames if self.frames else 0.0
+
+    def gauges(self) -> dict[str, float]:
+        """The running measures as flat name -> value (Prometheus gauges)."""
+        if not self.frames:
+            return {}
+        out = {"verdict": self.verdict_agreement, "dice": self.mean_dice}
+        out.update({f"dice:{c}": float(self.dice_sum[k]) / self.frames
+                    for k, c in enumerate(self.class_ids)})
+        return out
 
     def summary(self) -> dict[str, object]:
-        if not self.dice:
+        if not self.frames:
             return {"frames": 0}
-        dice = np.array(self.dice)
-        return {"frames": self.frames, "dice": float(dice.mean()),
-                "dice_per_class": {str(c): float(dice[:, k].mean())
+        return {"frames": self.frames, "dice": self.mean_dice,
+                "dice_per_class": {str(c): float(self.dice_sum[k]) / self.frames
                                    for k, c in enumerate(self.class_ids)},
-                "verdict_agreement": self.verdicts_same / self.frames,
+                "verdict_agreement": self.verdict_agreement,
                 "disagreements_per_class": {str(c): int(self.disagreements[k])
                                             for k, c in enumerate(self.class_ids)}}

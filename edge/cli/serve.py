@@ -56,19 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, {"bundle": args.bundle, **model.values(args),
                                            **daemon_args.values(args)})
-        from lineside.edge.pipeline.model import load_model
+        from lineside.edge.pipeline.model import load_candidate, load_model
 
         loaded = load_model(config.bundle, config)
+        shadow = load_candidate(config.shadow, config, loaded) if config.shadow else None
     except (ConfigError, BundleError, BackendUnavailable) as exc:
         print(f"edge-serve: {exc}", file=sys.stderr)
         return 2
     if args.validate_config:
         print(config)
         return 0
-    return run_daemon(config, loaded, args)
+    return run_daemon(config, loaded, args, shadow)
 
 
-def run_daemon(config: ServeConfig, model: LoadedModel, args: argparse.Namespace) -> int:
+def run_daemon(config: ServeConfig, model: LoadedModel, args: argparse.Namespace,
+               shadow: LoadedModel | None = None) -> int:
     """Serve `model` until SIGTERM/SIGINT (drain, exit 0) or the stall policy gives up
     (exit 3); SIGHUP reloads the bundle."""
     from lineside.edge.daemon import EXIT_STALLED, Daemon
@@ -78,7 +80,7 @@ def run_daemon(config: ServeConfig, model: LoadedModel, args: argparse.Namespace
     # Python's default 5 ms switch interval it waited up to that long behind the other
     # stages each time (py-spy: the inference thread idle 19% of a saturated run).
     sys.setswitchinterval(0.0005)
-    daemon = Daemon(config, model)
+    daemon = Daemon(config, model, shadow=shadow)
     # Everything loaded so far (model, sessions, config) lives until exit: move it out of
     # the collector's sight, so that a full collection on the line walks only the
     # per-frame objects, not the whole process (it showed as latency spikes).

@@ -1,6 +1,7 @@
 """LabelMe JSON (how weld-nugget labels come): one `<stem>.json` per image with polygon,
-rectangle or circle `shapes`; each shape's `label` maps to a class id (given, or the
-sorted label names numbered from 1)."""
+rectangle or circle `shapes`; each shape's `label` maps to a class id (given; numeric
+labels are the ids; else the sorted label names numbered from 1). drafts.py writes
+this format."""
 
 from __future__ import annotations
 
@@ -32,10 +33,15 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def label_names_of(root: Path) -> dict[str, int]:
-    """Every label name used under `root`, sorted, numbered from 1."""
+    """Every label name used under `root` and its class id: labels that are all whole
+    numbers are the class ids themselves (what lineside's recorded drafts write, so a set
+    holding only some classes keeps their ids); other names are sorted and numbered
+    from 1."""
     names = set()
     for path in sorted(root.glob("*.json")):
         names |= {shape["label"] for shape in _load(path).get("shapes", [])}
+    if names and all(isinstance(n, str) and n.isdigit() for n in names):
+        return {name: int(name) for name in names}
     return {name: i + 1 for i, name in enumerate(sorted(names))}
 
 

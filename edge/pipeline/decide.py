@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -38,6 +39,7 @@ from lineside.edge.postprocess import (
     label_map,
     thresholds_of,
 )
+from lineside.edge.protocol import Frame
 from lineside.edge.scoring import Agreement
 
 log = logging.getLogger("lineside.edge.pipeline")
@@ -45,6 +47,26 @@ log = logging.getLogger("lineside.edge.pipeline")
 Message = tuple[str, dict[str, Any]]
 # Called with (camera, frame id, pixels, masks, verdict) for the operator view.
 Viewer = Callable[[str, int, np.ndarray, np.ndarray, str], None]
+
+
+@dataclass
+class Decided:
+    """A frame with its verdict: what the stages after decide read (record, shadow)."""
+
+    frame: Frame
+    model: LoadedModel
+    classes: list[ClassSpec]
+    verdict: str
+    failed: bool  # the fail-safe verdict: inference or post-processing failed, or late
+    result: dict[str, Any]  # the `reject` message body
+    masks: np.ndarray | None = None  # (K, H, W) 0/1; None when there was no prediction
+    scores: FrameScores | None = None
+    gate: np.ndarray | None = None
+    recorded: str = ""  # why the record stage kept it ("" = not recorded)
+
+
+# Told of every decided frame; must not block (a bounded queue) and should not raise.
+Observer = Callable[[Decided], None]
 
 
 def frame_verdict(model: LoadedModel, gray: np.ndarray,
@@ -93,10 +115,20 @@ class Decider:
     name = "decide"
 
     def __init__(self, config: ServeConfig, counters: DaemonCounters | None = None,
-                 viewer: Viewer | None = None) -> None:
+                 viewer: Viewer | None = None, observers: list[Observer] | None = None
+                 ) -> None:
         self.config = config
         self.counters = counters
         self.viewer = viewer
+        self.observers = observers or []
+
+    def _tell(self, decided: Decided) -> None:
+        for observer in self.observers:
+            try:
+                observer(decided)
+            except Exception:  # recording or shadowing must never cost a verdict
+                log.exception("%r failed on frame %s of %s", observer,
+                              decided.frame.header.frame_id, decided.frame.header.camera_id)
 
     def messages(self, item: InferredFrame, now_ns: int | None = None) -> list[Message]:
         """The messages for one frame; `now_ns` (Unix ns) is when the deadline is judged.
@@ -104,7 +136,8 @@ class Decider:
         in-flight entry is settled already; without a verdict here the part would pass)."""
         base = protocol.frame_fields(item.frame)
         if item.scores is None:
-            return [failsafe_result(base, self.config.failsafe_verdict, item.error)]
+            return self._failed(item, failsafe_result(base, self.config.failsafe_verdict,
+                                                      item.error))
         try:
             return self._judged(item, base, now_ns)
         except Exception as exc:
@@ -112,8 +145,16 @@ class Decider:
                           item.frame.header.frame_id, item.frame.header.camera_id)
             if self.counters is not None:
                 self.counters.decide_failure()
-            return [failsafe_result(base, self.config.failsafe_verdict,
-                                    f"post-processing failed: {type(exc).__name__}: {exc}")]
+            return self._failed(item, failsafe_result(
+                base, self.config.failsafe_verdict,
+                f"post-processing failed: {type(exc).__name__}: {exc}"))
+
+    def _failed(self, item: InferredFrame, message: Message) -> list[Message]:
+        if self.observers:
+            camera = self.config.for_camera(item.frame.header.camera_id)
+            self._tell(Decided(item.frame, item.model, item.model.classes_for(camera),
+                               message[1]["verdict"], True, message[1]))
+        return [message]
 
     def _judged(self, item: InferredFrame, base: dict[str, Any],
                 now_ns: int | None) -> list[Message]:
@@ -127,7 +168,8 @@ class Decider:
         verdict, reasons = decide(summaries, camera.rule)
         now_ns = time.time_ns() if now_ns is None else now_ns
         elapsed_ms = (now_ns - item.frame.received_ns) / 1e6
-        if camera.deadline_ms and elapsed_ms > camera.deadline_ms:
+        late = bool(camera.deadline_ms and elapsed_ms > camera.deadline_ms)
+        if late:
             if self.counters is not None:
                 self.counters.deadline_missed()
             reasons = [f"deadline missed: {elapsed_ms:.1f} ms > {camera.deadline_ms:g} ms",
@@ -148,6 +190,9 @@ class Decider:
         if self.config.publish_masks:
             messages.append((protocol.TOPIC_MASK,
                              self.mask_body(base, item.scores.scores, masks, defects, classes)))
+        if self.observers:
+            self._tell(Decided(item.frame, item.model, classes, verdict, late, reject, masks,
+                               item.scores, item.gate))
         return messages
 
     def mask_body(self, base: dict[str, Any], scores: np.ndarray, masks: np.ndarray,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,22 +166,31 @@ class ModelStages:
     it (GPU runtimes free device memory, engines and streams only from a thread that can
     make their context current)."""
 
-    def __init__(self, max_batch: int, counters: DaemonCounters | None = None) -> None:
+    def __init__(self, max_batch: int, counters: DaemonCounters | None = None,
+                 retained: Callable[[LoadedModel], bool] | None = None) -> None:
         self.screen = ScreenStage(max_batch, counters)
         self.infer = InferStage(max_batch, counters)
         self.counters = counters
+        # Whether a model that no longer serves must stay loaded (kept for a rollback).
+        self.retained = retained or (lambda model: False)
         self.last_model: LoadedModel | None = None
+        self._retired: list[LoadedModel] = []
         self.closed = 0  # models closed after a swap
 
     def _retire(self, model: LoadedModel) -> None:
         previous, self.last_model = self.last_model, model
-        if previous is not None and previous is not model:
+        if previous is not None and previous is not model and \
+                all(m is not previous for m in self._retired):
+            self._retired.append(previous)
+        self._retired = [m for m in self._retired if m is not model]  # serving again
+        for old in [m for m in self._retired if not self.retained(m)]:
+            self._retired.remove(old)
             try:
-                previous.close()
+                old.close()
                 self.closed += 1
-                log.info("closed the swapped-out model %s", previous.bundle.root)
+                log.info("closed the swapped-out model %s", old.bundle.root)
             except Exception:  # a failing close must not fail the new model's batch
-                log.exception("closing the swapped-out model %s failed", previous.bundle.root)
+                log.exception("closing the swapped-out model %s failed", old.bundle.root)
 
     def run(self, batch: Batch) -> list[InferredFrame]:
         self._retire(batch.model)

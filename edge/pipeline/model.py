@@ -209,6 +209,19 @@ def load_model(path: str | Path, settings: ModelSettings,
     return model
 
 
+def load_candidate(path: str | Path, settings: ModelSettings,
+                   serving: LoadedModel) -> LoadedModel:
+    """A shadow candidate for `serving`: loaded and checked as a swap is, on one inference
+    thread (it only ever gets the cores serving leaves), never with injected faults."""
+    candidate = load_model(path, replace(settings, threads=1, inject_faults=""))
+    ids = [c.id for c in candidate.bundle.manifest.classes]
+    if ids != [c.id for c in serving.bundle.manifest.classes]:
+        candidate.close()
+        raise BundleError(f"shadow {path} predicts classes {ids}, the serving model "
+                          f"{[c.id for c in serving.bundle.manifest.classes]}")
+    return candidate
+
+
 class ModelSlot:
     """The model in service, and hot swap: load and warm a candidate beside it, then
     switch between two batches. On any failure the serving model stays (roll back =
@@ -218,26 +231,71 @@ class ModelSlot:
 
     def __init__(self, model: LoadedModel, loader: Callable[[str], LoadedModel],
                  emit: Callable[[dict[str, Any]], None],
-                 on_swap: Callable[[LoadedModel, str], None], allowed: Path) -> None:
+                 on_swap: Callable[[LoadedModel, str], None], allowed: Path,
+                 keep_previous_s: float = 0.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         self.current = model
         self._loader = loader
         self._emit = emit
         self._on_swap = on_swap
         self.allowed = allowed.resolve()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        # The model served before the last swap, kept loaded until `_keep_until` so that
+        # `rollback` is instant; after that, rollback loads its bundle again.
+        self.keep_previous_s = keep_previous_s
+        self._clock = clock
+        self.previous: LoadedModel | None = None
+        self.previous_bundle = ""
+        self._keep_until = 0.0
+
+    def _replace(self, candidate: LoadedModel) -> None:
+        self.previous, self.current = self.current, candidate
+        self.previous_bundle = str(self.previous.bundle.root)
+        self._keep_until = self._clock() + self.keep_previous_s
+
+    def retained(self, model: LoadedModel) -> bool:
+        """Whether `model` must stay loaded: it serves, or it is the previous model within
+        its keep time (the infer stage closes retired models only when this says no)."""
+        with self._lock:
+            if model is self.current:
+                return True
+            return model is self.previous and self._clock() < self._keep_until
+
+    def rollback(self) -> dict[str, Any]:
+        """Serve the previous model again: at once while it is kept loaded, else by loading
+        its bundle (a hot swap). The model rolled back from is closed."""
+        with self._lock:
+            if not self.previous_bundle:
+                return {"ok": False, "error": "nothing to roll back to: no swap yet",
+                        "serving": str(self.current.bundle.root)}
+            warm = self.previous is not None and self._clock() < self._keep_until
+            if not warm:
+                return self.swap(self.previous_bundle, forget=True, why="rollback")
+            leaving, self.current = self.current, self.previous
+            self.previous, self.previous_bundle = None, ""
+            self._on_swap(self.current, "ok")
+            log.info("rolled back from %s to %s (kept loaded)", leaving.bundle.root,
+                     self.current.bundle.root)
+            self._emit({"kind": "model", "status": "rolled_back_by_operator",
+                        "bundle": str(self.current.bundle.root),
+                        "previous": str(leaving.bundle.root), "warm": True})
+            return {"ok": True, "serving": str(self.current.bundle.root),
+                    "rolled_back_from": str(leaving.bundle.root), "warm": True}
 
     def install(self, candidate: LoadedModel, why: str) -> None:
         """Switch to a model that was loaded and checked elsewhere (an engine built in
         the background); the old one is closed by the infer stage after its last batch."""
         with self._lock:
             previous = str(self.current.bundle.root)
-            self.current = candidate
+            self._replace(candidate)
             self._on_swap(candidate, "ok")
             log.info("now serving %s (%s)", candidate.describe(), why)
             self._emit({"kind": "model", "status": "swapped", "bundle": previous,
                         "previous": previous, "reason": why, **candidate.backend.describe()})
 
-    def swap(self, path: str) -> dict[str, Any]:
+    def swap(self, path: str, forget: bool = False, why: str = "swap") -> dict[str, Any]:
+        """Load, check and warm the bundle at `path`, then serve it; `forget`: do not keep
+        the model it replaces for a rollback (a rollback itself)."""
         with self._lock:
             began = time.monotonic()
             serving = str(self.current.bundle.root)
@@ -257,10 +315,13 @@ class ModelSlot:
                 self._emit({"kind": "model", "status": "rolled_back", "bundle": str(path),
                             "reason": str(exc), "serving": serving})
                 return {"ok": False, "error": str(exc), "serving": serving}
-            self.current = candidate  # the batcher picks it up for its next batch
+            self._replace(candidate)  # the batcher picks it up for its next batch
+            if forget:
+                self.previous, self.previous_bundle = None, ""
             self._on_swap(candidate, "ok")
             seconds = round(time.monotonic() - began, 3)
-            log.info("hot swap %s -> %s in %.2f s", serving, path, seconds)
+            log.info("%s %s -> %s in %.2f s", why, serving, path, seconds)
             self._emit({"kind": "model", "status": "swapped", "bundle": str(path),
-                        "previous": serving, "load_s": seconds})
-            return {"ok": True, "serving": str(path), "load_s": seconds}
+                        "previous": serving, "load_s": seconds, "reason": why})
+            return {"ok": True, "serving": str(path), "load_s": seconds,
+                    **({"rolled_back_from": serving, "warm": False} if forget else {})}

@@ -1,0 +1,214 @@
+"""Shadow stage: a candidate model on the serving model's frames, on spare capacity only.
+
+The decide stage tells this stage of every decided frame (after its verdict is out).
+The candidate runs them on this stage's own thread, and only when the serving pipeline
+has nothing to do (no frame queued, the model idle): under load, shadow work is dropped
+and counted, never a serving verdict delayed. The thread also runs at the lowest CPU
+priority, and the candidate gets one inference thread, so a shadow call that is running
+when a frame arrives takes the cores the serving model leaves.
+
+For each frame the candidate is judged as the serving model is (its own thresholds with
+the camera's overrides, the camera's rules), its verdict goes to the `shadow` topic
+(never to the PLC) and `Agreement` keeps the running comparison: verdict agreement,
+per-class Dice of its masks against the serving model's, disagreements per class. A
+frame where they differ is recorded when a recorder is on ("disagreement").
+
+`promote` (the daemon's control command) reads the agreement against the configured bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lineside.edge import protocol
+from lineside.edge.metrics import DaemonCounters
+from lineside.edge.pipeline.decide import Decided, judge
+from lineside.edge.pipeline.infer import run_model
+from lineside.edge.pipeline.model import LoadedModel
+from lineside.edge.postprocess import decide, thresholds_of
+from lineside.edge.scoring import Agreement
+
+log = logging.getLogger("lineside.edge.pipeline")
+
+IDLE_POLL_S = 0.002  # how often a waiting shadow frame checks whether serving is idle
+
+
+def lowest_priority() -> None:
+    """Make the calling thread the last the kernel runs (Linux: nice 19 per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed
+        log.warning("shadow thread keeps its priority: %s", exc)
+
+
+class ShadowStage:
+    name = "shadow"
+
+    def __init__(self, config: Any, counters: DaemonCounters | None,
+                 publish: Callable[[tuple[str, dict[str, Any]]], bool],
+                 serving_idle: Callable[[], bool],
+                 record: Callable[..., str] | None = None, queue_size: int = 4) -> None:
+        """`publish` offers a message to the outbox without waiting; `serving_idle`
+        says the serving pipeline has nothing queued or running; `record` keeps a
+        disagreeing frame (Recorder.keep)."""
+        self.config = config
+        self.counters = counters
+        self.publish = publish
+        self.serving_idle = serving_idle
+        self.record = record
+        self._queue: queue.Queue[tuple[LoadedModel, Decided]] = queue.Queue(queue_size)
+        self._lock = threading.Lock()
+        self.candidate: LoadedModel | None = None
+        self.agreement: Agreement | None = None
+        self.dropped = 0
+        self.since_ns = 0
+        self._retired: list[LoadedModel] = []  # closed on the shadow thread, which ran them
+        self.closed = threading.Event()  # the decide stage ended
+
+    # -- control -------------------------------------------------------------------------
+    def start(self, candidate: LoadedModel) -> None:
+        """Shadow `candidate` from the next frame on (the comparison starts afresh)."""
+        with self._lock:
+            if self.candidate is not None:
+                self._retired.append(self.candidate)
+            self.candidate = candidate
+            self.agreement = Agreement([c.id for c in candidate.bundle.manifest.classes])
+            self.dropped, self.since_ns = 0, time.time_ns()
+        log.info("shadowing %s", candidate.describe())
+
+    def stop(self) -> LoadedModel | None:
+        """Stop shadowing; the candidate that was shadowed (closed later, on this stage's
+        thread)."""
+        with self._lock:
+            candidate, self.candidate = self.candidate, None
+            if candidate is not None:
+                self._retired.append(candidate)
+        return candidate
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            if self.candidate is None or self.agreement is None:
+                return {}
+            return {"model": self.candidate.bundle.manifest.name,
+                    "bundle": str(self.candidate.bundle.root), "dropped": self.dropped,
+                    "since_ns": self.since_ns, **self.agreement.summary()}
+
+    # -- from the decide stage -----------------------------------------------------------
+    def offer(self, decided: Decided) -> None:
+        """Observer: queue a decided frame for the candidate, or count it dropped."""
+        candidate = self.candidate
+        if candidate is None or decided.masks is None:  # nothing to compare with
+            return
+        try:
+            self._queue.put_nowait((candidate, decided))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+            if self.counters is not None:
+                self.counters.shadow_dropped()
+
+    # -- the stage's thread --------------------------------------------------------------
+    def run(self) -> None:
+        lowest_priority()
+        while True:
+            self._close_retired()
+            try:
+                candidate, decided = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.closed.is_set():
+                    break
+                continue
+            while not self.serving_idle() and not self.closed.is_set():
+                time.sleep(IDLE_POLL_S)  # frames waiting behind this one are dropped
+            if candidate is not self.candidate:
+                continue  # shadowing stopped or moved on while this frame waited
+            try:
+                self.compare(candidate, decided)
+            except Exception:
+                log.exception("shadow model failed on frame %s of %s",
+                              decided.frame.header.frame_id, decided.frame.header.camera_id)
+        self.stop()
+        self._close_retired()
+
+    def _close_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for model in retired:
+            try:
+                model.close()
+            except Exception:
+                log.exception("closing shadow model %s failed", model.bundle.root)
+
+    def compare(self, candidate: LoadedModel, decided: Decided) -> dict[str, Any]:
+        """Run the candidate on one frame, count the comparison, publish its verdict;
+        the `shadow` message body."""
+        camera = self.config.for_camera(decided.frame.header.camera_id)
+        classes = candidate.classes_for(camera)
+        out = run_model(candidate, decided.frame.pixels, self.config.max_batch,
+                        thresholds=thresholds_of(classes))
+        masks, summaries, _ = judge(out.scores, out.gate, classes)
+        verdict, reasons = decide(summaries, camera.rule)
+        assert decided.masks is not None
+        with self._lock:
+            if candidate is not self.candidate or self.agreement is None:
+                return {}
+            differences = self.agreement.add(masks, decided.masks, verdict, decided.verdict)
+            gauges = self.agreement.gauges()
+        if self.counters is not None:
+            self.counters.shadow_compared(differences, gauges)
+        body = {**protocol.frame_fields(decided.frame), "verdict": verdict,
+                "reasons": reasons, "serving_verdict": decided.verdict,
+                "agree": not differences, "differences": differences,
+                "classes": {str(s.class_id): s.to_json() for s in summaries},
+                "model": candidate.bundle.manifest.name,
+                "serving_model": decided.model.bundle.manifest.name}
+        self.publish((protocol.TOPIC_SHADOW, body))
+        if differences and self.record is not None and not decided.recorded:
+            self.record(decided, "disagreement",
+                        shadow={"model": body["model"], "verdict": verdict,
+                                "differences": differences, "classes": body["classes"]})
+        return body
+
+
+def heldout_dice(model: LoadedModel, folder: str, max_batch: int, limit: int = 0) -> float:
+    """Kaggle Dice of `model` on a labelled folder (any layout lineside.edge.labels reads),
+    with the bundle's thresholds: the held-out check a promote may ask for."""
+    from lineside.edge.config import CameraSettings
+    from lineside.edge.labels import open_dataset
+    from lineside.edge.scoring import dice_pairs
+
+    classes = model.classes_for(CameraSettings())
+    ids = tuple(c.id for c in classes)
+    total, count = 0.0, 0
+    for sample in open_dataset(folder, require_labels=True, limit=limit).samples:
+        gray = sample.image()
+        out = run_model(model, gray, max_batch, thresholds=thresholds_of(classes))
+        masks, _, _ = judge(out.scores, out.gate, classes)
+        total += float(dice_pairs(masks, sample.masks(ids, gray.shape))[0].sum())
+        count += len(ids)
+    return total / max(count, 1)
+
+
+def agreement_bar(agreement: Agreement | None, min_frames: int, min_agreement: float,
+                  min_dice: float) -> str:
+    """Why a shadow model may not be promoted yet ("" when it may)."""
+    if agreement is None:
+        return "no shadow model is running (start one with --shadow or `shadow`)"
+    if agreement.frames < min_frames:
+        return f"compared on {agreement.frames} frames, promote needs {min_frames}"
+    if agreement.verdict_agreement < min_agreement:
+        return (f"verdict agreement {agreement.verdict_agreement:.4f} is below "
+                f"{min_agreement:g}")
+    if agreement.mean_dice < min_dice:
+        return f"mean Dice against the serving model {agreement.mean_dice:.4f} is below " \
+               f"{min_dice:g}"
+    return ""
+
+
+__all__ = ["ShadowStage", "agreement_bar", "heldout_dice", "lowest_priority"]
