@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import replace
-from pathlib import Path
-
-import cv2
 
 from lineside.edge.cli.common import parser, setup_logging
 from lineside.edge.client import FrameSender
 from lineside.edge.labels import list_images
-from lineside.edge.protocol import FrameHeader, encode_frame, encode_header
+from lineside.edge.sources import message_parts
+from lineside.edge.sources.folder import file_frame
 
 EXAMPLES = """\
   edge-camsim data/ --rate 20                      # every image once, 20 frames/s, raw mono8
@@ -21,22 +18,6 @@ EXAMPLES = """\
 """
 
 log = logging.getLogger("lineside.edge.camsim")
-
-
-def frame_parts(path: Path, encoding: str, header: FrameHeader) -> list[bytes] | None:
-    """Message parts for one image file, or None when OpenCV cannot read it.
-
-    A JPEG or PNG file whose format matches the requested encoding is sent as its own
-    bytes, as a camera that compresses on board would; anything else is re-encoded.
-    """
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        return None
-    header = replace(header, shape=tuple(image.shape))
-    suffix = path.suffix.lower()
-    if (encoding, suffix) in (("jpeg", ".jpg"), ("jpeg", ".jpeg"), ("png", ".png")):
-        return [encode_header(header), path.read_bytes()]
-    return encode_frame(header, image)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     sent = 0
     for index in range(count):
         path = images[index % len(images)]
-        header = FrameHeader(camera_id=args.camera_id, frame_id=args.first_frame_id + index,
-                             timestamp_ns=time.time_ns(), encoding=args.encoding, shape=(0, 0))
-        parts = frame_parts(path, args.encoding, header)
-        if parts is None:
+        frame = file_frame(path, args.encoding)
+        if frame is None:
             log.error("skipping %s: OpenCV cannot read it", path)
             continue
+        parts = message_parts(frame, args.camera_id, args.first_frame_id + index)
         # Absolute schedule: a slow send does not push every later frame back.
         delay = start + index * period - time.monotonic()
         if delay > 0:
