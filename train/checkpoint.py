@@ -34,3 +34,20 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model = create_model(body["architecture"], **body["model_params"])
     model.load_state_dict(body.pop("state_dict"))
     return model.eval(), body
+
+
+def start_from(model: nn.Module, path: str | Path, architecture: str,
+               params: dict[str, Any]) -> None:
+    """Load a lineside checkpoint's weights into `model` (fine-tuning: a model retrained
+    on frames recorded on the line starts from the one serving there). The checkpoint
+    must hold the same architecture and classes."""
+    body = torch.load(path, map_location="cpu", weights_only=True)
+    if body.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"init: {path} is not a lineside checkpoint (format "
+                         f"{body.get('format')!r})")
+    theirs = {k: v for k, v in body.get("model_params", {}).items() if k != "encoder_weights"}
+    ours = {k: v for k, v in params.items() if k != "encoder_weights"}
+    if body.get("architecture") != architecture or theirs != ours:
+        raise ValueError(f"init: {path} holds {body.get('architecture')} {theirs}, this run "
+                         f"trains {architecture} {ours}")
+    model.load_state_dict(body["state_dict"])

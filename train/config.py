@@ -87,12 +87,15 @@ class TrainConfig:
     amp: bool = True  # mixed precision, on CUDA only
     channels_last: bool = True  # on CUDA only
     resume: bool = False  # continue from `out`'s last checkpoint when it exists
+    init: str = ""  # start from this lineside checkpoint's weights (fine-tuning)
 
     def validate(self) -> TrainConfig:
         if not self.data:
             raise ConfigError("data: a training data folder is required")
         if not self.out:
             raise ConfigError("out: a checkpoint path is required")
+        if self.init and not Path(self.init).is_file():
+            raise ConfigError(f"init: {self.init} does not exist")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss: {self.loss!r} is not one of {LOSSES}")
         if self.optimizer.name not in OPTIMIZERS:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lineside.train.checkpoint import save_checkpoint
+from lineside.train.checkpoint import save_checkpoint, start_from
 from lineside.train.config import TrainConfig
 from lineside.train.data.severstal_dataset import (
     CropDataset,
@@ -220,7 +220,11 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
 
     classes = len(strips.class_ids)
     params = model_params(config, classes)
-    model = create_model(config.model.architecture, **params).to(device)
+    model = create_model(config.model.architecture, **params)
+    if config.init:
+        start_from(model, config.init, config.model.architecture, params)
+        log.info("starting from the weights of %s", config.init)
+    model = model.to(device)
     if on_cuda and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model  # what is saved; `model` may become its DDP wrapper

@@ -132,14 +132,24 @@ def generate(seed: int, index: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     return np.clip(image, 0, 255).astype(np.uint8), masks
 
 
+def drifted(image: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    """A line's lighting drift (a dimmer lamp, a dirty lens, a new steel grade's sheen):
+    every pixel `gain * p + offset`, clipped to 0..255."""
+    if gain == 1.0 and offset == 0.0:
+        return image
+    return np.clip(image.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+
+
 def write_dataset(out: Path, count: int, seed: int, start: int = 0,
-                  jpeg_quality: int = 90) -> dict[str, dict[int, str]]:
+                  jpeg_quality: int = 90, gain: float = 1.0,
+                  offset: float = 0.0) -> dict[str, dict[int, str]]:
     images_dir = out / "train_images"
     images_dir.mkdir(parents=True, exist_ok=True)
     labels: dict[str, dict[int, str]] = {}
     began = time.monotonic()
     for n, index in enumerate(range(start, start + count), start=1):
         image, masks = generate(seed, index)
+        image = drifted(image, gain, offset)
         name = f"{image_id(seed, index)}.jpg"
         cv2.imwrite(str(images_dir / name), image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         labels[name] = {c: rle.encode(m) for c, m in masks.items()}
@@ -153,6 +163,7 @@ def write_dataset(out: Path, count: int, seed: int, start: int = 0,
 EXAMPLES = """\
   edge-synth -o data/synth --count 1000 --seed 7
   edge-synth -o data/line-replay --count 50 --seed 7 --start 1000   # held-out frames
+  edge-synth -o data/drifted --count 50 --seed 7 --gain 0.55 --offset 20  # dimmer light
 """
 
 
@@ -164,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0,
                     help="first image index (disjoint ranges give disjoint sets)")
+    ap.add_argument("--gain", type=float, default=1.0, help="lighting drift: each pixel "
+                    "becomes gain * pixel + offset (the same strips, as a changed line sees "
+                    "them)")
+    ap.add_argument("--offset", type=float, default=0.0, help="see --gain")
     args = ap.parse_args(argv)
     setup_logging()
-    labels = write_dataset(Path(args.out), args.count, args.seed, args.start)
+    labels = write_dataset(Path(args.out), args.count, args.seed, args.start,
+                           gain=args.gain, offset=args.offset)
     defective = sum(1 for pairs in labels.values() if pairs)
     print(f"wrote {len(labels)} strips to {args.out} ({defective} with defects)")
     return 0
