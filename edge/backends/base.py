@@ -50,6 +50,12 @@ class Backend(ABC):
         """What runs where, for logs, heartbeats and benchmark reports."""
         return {"backend": self.name}
 
+    def interrupt(self) -> bool:
+        """From another thread: make the call now running on this backend end early with
+        an error, so the cores go to more urgent work (a shadow model yielding to the
+        serving one). False when this backend cannot (the call then runs to its end)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release device memory and sessions."""
 

@@ -109,6 +109,9 @@ class OnnxRuntimeBackend(Backend):
         self.default_thresholds = np.asarray(thresholds or [], np.float32)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._version = ort.__version__
+        # One RunOptions for every call: `interrupt` sets its terminate flag, which
+        # ONNX Runtime checks between nodes of the call that is running.
+        self._run_options = ort.RunOptions()
 
     def infer(self, tiles: np.ndarray, thresholds: np.ndarray | None = None) -> Outputs:
         count = len(tiles)
@@ -122,8 +125,13 @@ class OnnxRuntimeBackend(Backend):
                                              len(self.default_thresholds)))
             thresholds = np.ascontiguousarray(thresholds, np.float32)
             feeds[THRESHOLDS] = pad_batch(thresholds) if self.bucketed else thresholds
-        results = self.session.run(self.output_names, feeds)
+        self._run_options.terminate = False
+        results = self.session.run(self.output_names, feeds, self._run_options)
         return {name: r[:count] for name, r in zip(self.output_names, results, strict=True)}
+
+    def interrupt(self) -> bool:
+        self._run_options.terminate = True
+        return True
 
     def warm_up(self, tile: tuple[int, int, int], max_batch: int) -> None:
         sizes = [1]

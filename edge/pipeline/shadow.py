@@ -3,9 +3,12 @@
 The decide stage tells this stage of every decided frame (after its verdict is out).
 The candidate runs them on this stage's own thread, and only when the serving pipeline
 has nothing to do (no frame queued, the model idle): under load, shadow work is dropped
-and counted, never a serving verdict delayed. The thread also runs at the lowest CPU
-priority, and the candidate gets one inference thread, so a shadow call that is running
-when a frame arrives takes the cores the serving model leaves.
+and counted, never a serving verdict delayed. A frame that arrives while the candidate
+is running interrupts it (Backend.interrupt: ONNX Runtime stops between two nodes) and
+that shadow frame is dropped: measured on 2 cores, a shadow call left to finish at the
+lowest CPU priority still cost the serving frame beside it a fifth of its latency
+(docs/performance.md). The thread runs at the lowest CPU priority, on one inference
+thread, for what is left.
 
 For each frame the candidate is judged as the serving model is (its own thresholds with
 the camera's overrides, the camera's rules), its verdict goes to the `shadow` topic
@@ -37,6 +40,7 @@ from lineside.edge.scoring import Agreement
 log = logging.getLogger("lineside.edge.pipeline")
 
 IDLE_POLL_S = 0.002  # how often a waiting shadow frame checks whether serving is idle
+INTERRUPT_POLL_S = 0.0005  # how often a running shadow call checks whether serving has work
 
 
 def lowest_priority() -> None:
@@ -70,6 +74,9 @@ class ShadowStage:
         self.since_ns = 0
         self._retired: list[LoadedModel] = []  # closed on the shadow thread, which ran them
         self.closed = threading.Event()  # the decide stage ended
+        self._running: LoadedModel | None = None  # the candidate while it runs a frame
+        self._interrupted = False
+        self.preempted = 0  # shadow frames given up because serving needed the cores
 
     # -- control -------------------------------------------------------------------------
     def start(self, candidate: LoadedModel) -> None:
@@ -79,7 +86,7 @@ class ShadowStage:
                 self._retired.append(self.candidate)
             self.candidate = candidate
             self.agreement = Agreement([c.id for c in candidate.bundle.manifest.classes])
-            self.dropped, self.since_ns = 0, time.time_ns()
+            self.dropped, self.preempted, self.since_ns = 0, 0, time.time_ns()
         log.info("shadowing %s", candidate.describe())
 
     def stop(self) -> LoadedModel | None:
@@ -97,6 +104,7 @@ class ShadowStage:
                 return {}
             return {"model": self.candidate.bundle.manifest.name,
                     "bundle": str(self.candidate.bundle.root), "dropped": self.dropped,
+                    "preempted": self.preempted,
                     "since_ns": self.since_ns, **self.agreement.summary()}
 
     # -- from the decide stage -----------------------------------------------------------
@@ -108,14 +116,28 @@ class ShadowStage:
         try:
             self._queue.put_nowait((candidate, decided))
         except queue.Full:
-            with self._lock:
-                self.dropped += 1
-            if self.counters is not None:
-                self.counters.shadow_dropped()
+            self._count_dropped()
 
     # -- the stage's thread --------------------------------------------------------------
+    def _yield_to_serving(self) -> None:
+        """While the candidate runs, interrupt it as soon as serving has work."""
+        while not self.closed.is_set():
+            running = self._running
+            if running is None:
+                time.sleep(IDLE_POLL_S)
+                continue
+            if not self.serving_idle():
+                self._interrupted = True
+                running.backend.interrupt()
+                if running.screen is not None:
+                    running.screen.backend.interrupt()
+            time.sleep(INTERRUPT_POLL_S)
+
     def run(self) -> None:
         lowest_priority()
+        watcher = threading.Thread(target=self._yield_to_serving, name="edge-shadow-yield",
+                                   daemon=True)
+        watcher.start()
         while True:
             self._close_retired()
             try:
@@ -128,13 +150,29 @@ class ShadowStage:
                 time.sleep(IDLE_POLL_S)  # frames waiting behind this one are dropped
             if candidate is not self.candidate:
                 continue  # shadowing stopped or moved on while this frame waited
+            self._interrupted = False
+            self._running = candidate
             try:
                 self.compare(candidate, decided)
             except Exception:
-                log.exception("shadow model failed on frame %s of %s",
-                              decided.frame.header.frame_id, decided.frame.header.camera_id)
+                if self._interrupted:  # serving needed the cores: this frame is dropped
+                    self._count_dropped(preempted=True)
+                else:
+                    log.exception("shadow model failed on frame %s of %s",
+                                  decided.frame.header.frame_id,
+                                  decided.frame.header.camera_id)
+            finally:
+                self._running = None
+        watcher.join()
         self.stop()
         self._close_retired()
+
+    def _count_dropped(self, preempted: bool = False) -> None:
+        with self._lock:
+            self.dropped += 1
+            self.preempted += preempted
+        if self.counters is not None:
+            self.counters.shadow_dropped()
 
     def _close_retired(self) -> None:
         with self._lock:

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                     "of the pipeline stage (the distinct frames are --daemon-frames, cycled)")
     ap.add_argument("--loads", default="25,50,90", help="offered loads, %% of saturation")
     ap.add_argument("--baseline", help="checkpoint for the torch-eager baseline stage")
+    ap.add_argument("--shadow", metavar="BUNDLE", default="", help="daemon stage: run the "
+                    "first variant again shadowing BUNDLE (edge-serve --shadow) and report "
+                    "what shadowing costs serving")
     ap.add_argument("--baseline-device", default="cpu", help="cpu | cuda: where the "
                     "baseline runs (compare like with like: cuda for GPU backends)")
     ap.add_argument("--ort-profile", action="store_true", help="add ONNX Runtime's own "
@@ -111,18 +114,28 @@ def main(argv: list[str] | None = None) -> int:
         lines += tables.daemon_header()
         loads_pct = args.loads.split(",")
         stages: list[tuple[str, dict[str, float]]] = []
-        for variant in variants:
-            label = variant.label
-            daemon = DaemonUnderTest(bundle, variant, base, strips[:args.daemon_frames])
+        runs = [(v, "") for v in variants] + ([(variants[0], args.shadow)] if args.shadow
+                                              else [])
+        plain_run: dict = {}
+        for variant, shadow in runs:
+            label = variant.label + ("+shadow" if shadow else "")
+            daemon = DaemonUnderTest(bundle, variant, base, strips[:args.daemon_frames],
+                                     shadow=shadow)
             try:
                 saturation = daemon.saturation(args.daemon_frames)
                 loads = [daemon.at_rate(saturation * int(p) / 100, args.daemon_frames)
                          for p in loads_pct]
+                shadowed = daemon.shadow_frames() if shadow else {}
             finally:
                 daemon.close()
             report["daemon"][label] = {"saturation_fps": saturation,
                                        "saturation_stages_ms": daemon.saturation_stages_ms,
-                                       "loads": [asdict(x) for x in loads]}
+                                       "loads": [asdict(x) for x in loads],
+                                       **({"shadow_frames": shadowed} if shadow else {})}
+            if shadow:
+                ratios += shadow_ratios(plain_run, saturation, loads, loads_pct, shadowed)
+            elif not plain_run:
+                plain_run = {"saturation": saturation, "loads": loads}
             stages.append((label, daemon.saturation_stages_ms))
             lines += tables.daemon_rows(label, saturation, loads)
             if label in bare:
@@ -158,6 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     for line in ratios:  # last, where a reader's eye lands
         print(line)
     return 0
+
+
+def shadow_ratios(plain: dict, saturation: float, loads: list, loads_pct: list[str],
+                  shadowed: dict[str, float]) -> list[str]:
+    """What shadowing costs the serving verdicts: the same daemon with and without it."""
+    half = min(1, len(loads) - 1)
+    return [f"saturation with shadow / without: {saturation / plain['saturation']:.3f}x",
+            f"p99 at {loads_pct[half]}% load with shadow / without: "
+            f"{loads[half].latency_p99_ms / plain['loads'][half].latency_p99_ms:.2f}x",
+            f"shadow frames compared {shadowed.get('compared', 0):.0f}, dropped to keep "
+            f"serving first {shadowed.get('dropped', 0):.0f}"]
 
 
 def pipeline_stage(bundle, variant: BenchVariant, base, strips, args, lines: list[str],

@@ -78,9 +78,11 @@ class DaemonUnderTest:
     """edge-serve on one variant (precision, optional screen), fed `strips` in turn."""
 
     def __init__(self, bundle: Bundle, variant: BenchVariant, base: ModelSettings,
-                 strips: list[np.ndarray], replay: Path | None = None) -> None:
+                 strips: list[np.ndarray], replay: Path | None = None,
+                 shadow: str = "") -> None:
         """`replay`: recorded model outputs (tools/bench/replay.py): the daemon runs on a
-        ReplayBackend instead of the model (edge-bench --stages pipeline)."""
+        ReplayBackend instead of the model (edge-bench --stages pipeline); `shadow`: a
+        candidate bundle the daemon shadows on spare capacity (edge-serve --shadow)."""
         self.frames_in, self.results_out = _free_endpoint(), _free_endpoint()
         self.metrics_port = int(_free_endpoint().rsplit(":", 1)[1])
         settings = variant.settings(base)
@@ -89,6 +91,7 @@ class DaemonUnderTest:
             "threads": settings.threads or None, "max_batch": settings.max_batch,
             "screen": settings.screen or None,
             "screen_thresholds": settings.screen_thresholds if settings.screen else None,
+            "shadow": shadow or None,
             "input": [self.frames_in], "output": self.results_out, "queue_size": 64,
             "metrics": f"127.0.0.1:{self.metrics_port}"},
             extra=["--replay", str(replay)] if replay else (),
@@ -173,11 +176,23 @@ class DaemonUnderTest:
                           ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
                           ordered[-1], frames, stage_means(before, self.stage_totals()))
 
-    def stage_totals(self) -> dict[str, tuple[float, float]]:
-        """(seconds, observations) per daemon stage so far, from its /metrics."""
+    def _metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
+            return response.read().decode()
+
+    def shadow_frames(self) -> dict[str, float]:
+        """Frames the shadow model compared and dropped so far (its /metrics)."""
+        out = {"compared": 0.0, "dropped": 0.0}
+        for family in text_string_to_metric_families(self._metrics()):
+            for sample in family.samples:
+                if sample.name == "lineside_shadow_frames_total":
+                    out[sample.labels["outcome"]] = sample.value
+        return out
+
+    def stage_totals(self) -> dict[str, tuple[float, float]]:
+        """(seconds, observations) per daemon stage so far, from its /metrics."""
+        text = self._metrics()
         totals: dict[str, list[float]] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
