@@ -71,12 +71,21 @@ Observer = Callable[[Decided], None]
 
 def frame_verdict(model: LoadedModel, gray: np.ndarray,
                   classes: list[ClassSpec]) -> tuple[np.ndarray, str]:
-    """One frame's masks and its verdict with the default rules (any defect rejects), off
-    the line: for comparing two models on the same frames (an engine before it replaces
-    its graph, edge-eval --compare, a shadow model)."""
-    out = run_model(model, gray, thresholds=thresholds_of(classes))
+    """One frame's masks and its verdict at `classes` (variants of one bundle share
+    them) with the default rules (any defect rejects), off the line: edge-eval --compare."""
+    masks, _, verdict, _ = judged(model, gray, classes, lambda _: ClassRule())
+    return masks, verdict
+
+
+def judged(model: LoadedModel, gray: np.ndarray, classes: list[ClassSpec],
+           rule: Callable[[int], ClassRule], max_batch: int = 8
+           ) -> tuple[np.ndarray, list[ClassSummary], str, list[str]]:
+    """A frame through `model` and judged as the daemon judges it, outside the daemon:
+    masks, per-class summaries, verdict and its reasons."""
+    out = run_model(model, gray, max_batch, thresholds=thresholds_of(classes))
     masks, summaries, _ = judge(out.scores, out.gate, classes)
-    return masks, decide(summaries, lambda _: ClassRule())[0]
+    verdict, reasons = decide(summaries, rule)
+    return masks, summaries, verdict, reasons
 
 
 def judge(frame: FrameScores, gate: np.ndarray | None, classes: list[ClassSpec]
@@ -92,14 +101,19 @@ def judge(frame: FrameScores, gate: np.ndarray | None, classes: list[ClassSpec]
     return masks, summaries, defects
 
 
-def agreement(candidate: LoadedModel, reference: LoadedModel,
-              frames: list[np.ndarray]) -> Agreement:
-    """How far `candidate` agrees with `reference` on `frames` (lineside.edge.scoring)."""
-    classes = reference.classes_for(CameraSettings())
-    result = Agreement([c.id for c in classes])
+def agreement(candidate: LoadedModel, reference: LoadedModel, frames: list[np.ndarray],
+              camera: CameraSettings | None = None) -> Agreement:
+    """How far `candidate` agrees with `reference` on `frames` (lineside.edge.scoring),
+    each judged as a camera with `camera`'s settings would judge it: with its own
+    bundle's thresholds (an engine and its graph share them; a shadow candidate may be
+    retuned) under the camera's overrides and rules. The shadow stage's rule too."""
+    camera = camera or CameraSettings()
+    result = Agreement([c.id for c in reference.classes_for(camera)])
     for gray in frames:
-        masks, verdict = frame_verdict(candidate, gray, classes)
-        ref_masks, ref_verdict = frame_verdict(reference, gray, classes)
+        masks, _, verdict, _ = judged(candidate, gray, candidate.classes_for(camera),
+                                      camera.rule)
+        ref_masks, _, ref_verdict, _ = judged(reference, gray, reference.classes_for(camera),
+                                              camera.rule)
         result.add(masks, ref_masks, verdict, ref_verdict)
     return result
 

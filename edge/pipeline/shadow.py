@@ -31,10 +31,10 @@ from typing import Any
 
 from lineside.edge import protocol
 from lineside.edge.metrics import DaemonCounters
-from lineside.edge.pipeline.decide import Decided, judge
+from lineside.edge.pipeline.decide import Decided, judge, judged
 from lineside.edge.pipeline.infer import run_model
 from lineside.edge.pipeline.model import LoadedModel
-from lineside.edge.postprocess import decide, thresholds_of
+from lineside.edge.postprocess import thresholds_of
 from lineside.edge.scoring import Agreement
 
 log = logging.getLogger("lineside.edge.pipeline")
@@ -187,11 +187,9 @@ class ShadowStage:
         """Run the candidate on one frame, count the comparison, publish its verdict;
         the `shadow` message body."""
         camera = self.config.for_camera(decided.frame.header.camera_id)
-        classes = candidate.classes_for(camera)
-        out = run_model(candidate, decided.frame.pixels, self.config.max_batch,
-                        thresholds=thresholds_of(classes))
-        masks, summaries, _ = judge(out.scores, out.gate, classes)
-        verdict, reasons = decide(summaries, camera.rule)
+        masks, summaries, verdict, reasons = judged(
+            candidate, decided.frame.pixels, candidate.classes_for(camera), camera.rule,
+            self.config.max_batch)
         assert decided.masks is not None
         with self._lock:
             if candidate is not self.candidate or self.agreement is None:

@@ -4,6 +4,7 @@ promote under load, a refused promote, rollback."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -21,7 +22,7 @@ from lineside.edge.labels import open_dataset
 from lineside.edge.pipeline.decide import agreement
 from lineside.edge.pipeline.model import load_model
 from lineside.edge.pipeline.record import read_meta, sampled
-from tests.helpers import free_endpoint
+from tests.helpers import free_endpoint, run_module
 from tests.system.line import (
     SPLIT_VERDICTS_CONFIG,
     Accounting,
@@ -118,6 +119,8 @@ def test_recording_keeps_exactly_what_the_policy_picks_within_the_quota(
     assert len(open_dataset(record)) == len(kept)
     labelme = open_dataset(record / "images")
     assert labelme.format == "labelme" and len(labelme) == len(kept)
+    run_module("lineside.calibration.cli", str(record), "-o", str(tmp_path / "cal"), "--n",
+               "16")  # a calibration set from what the line saw
 
 
 def test_heartbeat_counts_recordings(trained_bundle, synth_data, tmp_path):
@@ -162,20 +165,28 @@ def shadow_messages(book: Accounting) -> dict[int, dict]:
 
 
 @pytest.fixture()
-def candidate(strip_bundle, trained_bundle, tmp_path_factory) -> Path:
-    """The serving model's checkpoint as a whole-strip export, in the serving bundle's
-    folder (where swaps may load from): close to the serving model, not identical."""
+def candidate(strip_bundle, trained_bundle) -> Path:
+    """The serving model's checkpoint as a whole-strip export with its class thresholds
+    lowered by a fifth (a retuned candidate), in the serving bundle's folder (where swaps
+    may load from): close to the serving model, not the same."""
     target = trained_bundle.parent / "candidate"
     if not target.exists():
         shutil.copytree(strip_bundle, target)
+        manifest = json.loads((target / "manifest.json").read_text())
+        for spec in manifest["classes"]:
+            spec["threshold"] = round(spec["threshold"] * 0.8, 4)
+        (target / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return target
 
 
 def test_shadow_agreement_matches_the_two_models_run_offline(trained_bundle, candidate,
-                                                             synth_data):
+                                                             synth_data, tmp_path):
     frames = line_frames(synth_data, 40)
     control_at = free_endpoint()
-    with serve(trained_bundle, "--shadow", str(candidate), "--control", control_at) as d:
+    record = tmp_path / "recorded"  # rejects and disagreements only
+    with serve(trained_bundle, "--shadow", str(candidate), "--control", control_at,
+               "--record", str(record), "--record-ok-fraction", "0",
+               "--record-band", "0") as d:
         book = Accounting(keep=True)
         sent = paced(d, frames, "cam0", 0, 0.25)
         collect(d.subscriber, len(sent), into=book)
@@ -208,6 +219,16 @@ def test_shadow_agreement_matches_the_two_models_run_offline(trained_bundle, can
         assert body["serving_verdict"] == results[frame_id]["verdict"]
         assert body["agree"] == (not body["differences"])
         assert body["model"] == load_bundle(candidate).manifest.name
+    # Every disagreement on a frame the policy did not keep anyway is recorded.
+    kept = {m["frame_id"]: m for m in read_meta(record)}
+    disagreed = {i for i, b in shadowed.items()
+                 if b["differences"] and results[i]["verdict"] == "OK"}
+    print(f"shadowed {len(shadowed)} frames, {len(disagreed)} disagreements on OK frames")
+    assert {i for i, m in kept.items() if m["recorded_because"] == "disagreement"} == disagreed
+    for i in disagreed:
+        assert kept[i]["shadow"]["differences"] == shadowed[i]["differences"]
+    assert {i for i, m in kept.items() if m["recorded_because"] == "reject"} == \
+        {i for i, r in results.items() if r["verdict"] == "REJECT"}
 
 
 def test_promote_under_load_loses_no_frame_and_rollback_restores(trained_bundle, candidate,
@@ -294,7 +315,6 @@ def relabel_from_truth(recorded: Path, truth: Path, sent: list[str]) -> int:
 def test_recorded_frames_relabelled_retrain_a_better_model_for_the_drifted_line(
         trained_bundle, tmp_path):
     from lineside.edge.pipeline.shadow import heldout_dice
-    from tests.helpers import run_module
 
     # The line changed: its light is brighter (the same kind of steel, seen lighter).
     line, heldout = tmp_path / "line", tmp_path / "heldout"
