@@ -57,6 +57,26 @@ def test_a_video_file_is_replayed_with_every_frame_accounted(trained_bundle, tmp
         assert all(r["verdict"] in ("OK", "REJECT") for r in book.results)
 
 
+def test_a_folder_is_replayed_in_name_order(trained_bundle, tmp_path):
+    """A recording's images/ (LabelMe drafts beside the frames) replays like any folder:
+    each image once, JPEG/PNG bytes as they are, other formats decoded."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), picture(i))
+        (folder / f"{i:02d}.json").write_text(json.dumps({"shapes": [],
+                                                          "imagePath": f"{i:02d}.png"}))
+    cv2.imwrite(str(folder / "04.bmp"), picture(4))
+    (folder / "04.json").write_text(json.dumps({"shapes": [], "imagePath": "04.bmp"}))
+    with serve(trained_bundle) as d:
+        proc = camera(str(folder), "--to", d.frames_in, "--fps", "20")
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "sent 5" in out, err
+        book = collect(d.subscriber, 5)
+        assert_every_frame_once(book, {("cam0", i) for i in range(5)})
+        assert book.errors == []
+
+
 def test_a_watched_folder_sends_each_file_once_when_written(trained_bundle, tmp_path):
     hot = tmp_path / "hot"
     hot.mkdir()

@@ -272,6 +272,33 @@ def test_promote_under_load_loses_no_frame_and_rollback_restores(trained_bundle,
         assert not again["ok"] and "nothing to roll back" in again["error"]
 
 
+def test_promote_on_a_heldout_check_compares_both_models_there(trained_bundle, candidate,
+                                                               tmp_path):
+    from lineside.edge.pipeline.shadow import heldout_dice
+
+    heldout = tmp_path / "heldout"
+    run_module("lineside.train.data.synth", "-o", str(heldout), "--count", "6", "--seed",
+               "5", "--start", "500")
+    settings = ModelSettings(backend="ort-cpu")
+    serving_dice = heldout_dice(load_model(trained_bundle, settings), str(heldout), 8)
+    candidate_dice = heldout_dice(load_model(candidate, settings), str(heldout), 8)
+    control_at = free_endpoint()
+    better = candidate_dice >= serving_dice
+    with serve(trained_bundle, "--control", control_at, "--shadow", str(candidate),
+               "--promote-dice-tolerance", "0" if better else "1") as d:
+        answer = control(control_at, {"command": "promote", "heldout": str(heldout)})
+        assert answer["ok"], answer  # no live frames needed: the held-out check is the bar
+        dice = answer["heldout"]["dice"]
+        assert dice["candidate"] == pytest.approx(candidate_dice, abs=1e-6)
+        assert dice["serving"] == pytest.approx(serving_dice, abs=1e-6)
+        assert next_heartbeat(d.subscriber, 10,
+                              lambda b: b["bundle"] == str(candidate))["model"]
+    if not better:  # with no tolerance, a candidate worse there is refused
+        with serve(trained_bundle, "--control", control_at, "--shadow", str(candidate)):
+            strict = control(control_at, {"command": "promote", "heldout": str(heldout)})
+            assert not strict["ok"] and "held-out Dice" in strict["error"]
+
+
 def test_promote_below_the_bar_is_refused(trained_bundle, candidate, synth_data):
     control_at = free_endpoint()
     with serve(trained_bundle, "--control", control_at, "--promote-min-frames", "1000") as d:

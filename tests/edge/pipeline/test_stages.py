@@ -324,3 +324,60 @@ def test_a_frame_scored_at_other_thresholds_gets_the_failsafe_verdict_not_silenc
     assert topic == "reject" and body["verdict"] == "REJECT" and body["frame_id"] == 5
     assert body["reasons"][0].startswith("post-processing failed")
     assert counters.snapshot()["decide_failures"] == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rollback_is_instant_while_the_previous_model_is_kept_then_reloads(toy, tmp_path):
+    """ModelSlot keeps the model it swapped out for `keep_previous_s`; the infer stage
+    does not close it meanwhile, and closes it once the time is up."""
+    import shutil
+    from pathlib import Path
+
+    from lineside.edge.pipeline.model import ModelSlot
+
+    second = tmp_path / "second"
+    shutil.copytree(toy, second)
+    loads, events, clock = [], [], Clock()
+
+    def loader(path: str):
+        loads.append(Path(path))
+        model = compose_model(path, settings())
+        model.backend = Closing(model.backend)
+        return model
+
+    first = loader(str(toy))
+    slot = ModelSlot(first, loader, events.append, lambda m, r: None, tmp_path.parent.parent,
+                     keep_previous_s=60, clock=clock)
+    stages = ModelStages(max_batch=8, retained=slot.retained)
+    batcher = BatchStage(FrameQueues(lambda c: ("block", 8)), 8, 0, DaemonCounters())
+
+    def one_batch() -> None:
+        stages.run(batcher.form([frame("c", 0, toy_frame(9))], slot.current))
+
+    one_batch()
+    assert slot.swap(str(second))["ok"]
+    swapped_in = slot.current
+    one_batch()  # the first model's last batch is behind us, but it is kept
+    assert first.backend.closed_on is None and slot.retained(first)
+    back = slot.rollback()
+    assert back == {"ok": True, "serving": str(toy), "rolled_back_from": str(second),
+                    "warm": True}
+    assert slot.current is first and len(loads) == 2  # nothing loaded again
+    one_batch()  # the model rolled back from is not kept: closed now
+    assert swapped_in.backend.closed_on is not None and stages.closed == 1
+    assert "nothing to roll back" in slot.rollback()["error"]
+    # After the keep time, a rollback loads the previous bundle again.
+    assert slot.swap(str(second))["ok"]
+    clock.now = 61
+    one_batch()
+    assert first.backend.closed_on is not None  # no longer kept: closed
+    cold = slot.rollback()
+    assert cold["ok"] and cold["warm"] is False and cold["serving"] == str(toy)
+    assert loads[-1] == toy and slot.current is not first
