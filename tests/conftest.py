@@ -67,7 +67,7 @@ def screen_bundle(synth_data, tmp_path_factory) -> Path:
     run_module("lineside.train.cli", f"data={synth_data}", f"out={checkpoint}",
                "model.architecture=classifier", "model.encoder_name=resnet18",
                "model.downsample=2", "epochs=2",
-               "samples_per_epoch=32", "batch_size=4", "limit=16", "val_fraction=0.25")
+               "samples_per_epoch=48", "batch_size=4", "limit=16", "val_fraction=0.25")
     bundle = work / "bundle"
     run_module("lineside.export.cli", str(checkpoint), "-o", str(bundle))
     return bundle

@@ -378,7 +378,7 @@ def test_recorded_frames_relabelled_retrain_a_better_model_for_the_drifted_line(
     assert relabel_from_truth(recorded, line, names) >= 20
     retrained = tmp_path / "retrained.pt"
     run_module("lineside.train.cli", f"data={recorded}", f"out={retrained}",
-               f"init={trained_bundle.parent / 'mini.pt'}", "epochs=3",
+               f"init={trained_bundle.parent / 'mini.pt'}", "epochs=5",
                "samples_per_epoch=32", "batch_size=4", "val_fraction=0.2")
     bundle = tmp_path / "retrained"
     run_module("lineside.export.cli", str(retrained), "-o", str(bundle), "--inference",

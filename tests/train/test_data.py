@@ -22,11 +22,17 @@ def test_generator_is_deterministic_by_seed_and_index():
 
 
 def test_generated_strips_look_like_severstal():
-    clean, classes, overlaps = 0, set(), 0
+    clean, classes, overlaps, edges = 0, set(), 0, 0
     for index in range(80):
         image, masks = generate(0, index)
         assert image.shape == (256, 1600) and image.dtype == np.uint8
-        assert 40 < image.mean() < 200 and image.std() > 3  # textured steel, not flat
+        past_edge = (image < 22).mean(axis=0) > 0.97  # columns past the strip's edge
+        steel = image[:, ~past_edge]
+        assert 40 < steel.mean() < 200 and steel.std() > 3  # textured steel, not flat
+        if past_edge.sum() > 40:
+            edges += 1
+            for mask in masks.values():  # nothing is labelled where nothing is seen
+                assert not mask[:, past_edge].any()
         clean += not masks
         classes |= set(masks)
         stacked = sum(m.astype(int) for m in masks.values()) if masks else np.zeros(1)
@@ -34,6 +40,7 @@ def test_generated_strips_look_like_severstal():
     assert classes == {1, 2, 3, 4}
     assert 0.25 < clean / 80 < 0.7  # a realistic share of defect-free strips
     assert overlaps == 0
+    assert 0.15 < edges / 80 < 0.45  # strips showing the dark region past the edge
 
 
 def test_classes_differ_in_shape():
