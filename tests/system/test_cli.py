@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 COMMANDS = ["edge-synth", "edge-train", "edge-export", "edge-calibrate", "edge-build-engine",
-            "edge-bench", "edge-serve", "edge-camsim", "edge-listen", "edge-plc", "edge-demo",
+            "edge-bench", "edge-serve", "edge-camsim", "edge-camera", "edge-listen", "edge-plc",
+            "edge-demo",
             "edge-eval", "edge-doctor"]
 
 
@@ -34,7 +35,9 @@ def test_runtime_imports_no_torch():
             "lineside.tools.demo, lineside.tools.bench.cli, lineside.tools.bench.daemon, "
             "lineside.edge.cli.plc, lineside.edge.plc.gateway, lineside.tools.evaluate, "
             "lineside.edge.operator_view, lineside.edge.cli.build_engine, "
-            "lineside.calibration.cli; "
+            "lineside.calibration.cli, lineside.edge.cli.camera, lineside.edge.sources.capture, "
+            "lineside.edge.sources.folder, lineside.edge.pipeline.record, "
+            "lineside.edge.pipeline.shadow; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
