@@ -21,7 +21,6 @@ import logging
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -40,12 +39,7 @@ from lineside.edge.pipeline.model import LoadedModel, ModelSlot, load_candidate,
 from lineside.edge.pipeline.publish import END, Outbox, PublishStage
 from lineside.edge.pipeline.receive import ReceiveStage
 from lineside.edge.pipeline.record import Recorder, RecordPolicy
-from lineside.edge.pipeline.shadow import (
-    ShadowStage,
-    agreement_bar,
-    heldout_dice,
-    lowest_priority,
-)
+from lineside.edge.pipeline.shadow import ShadowStage
 from lineside.edge.pipeline.watchdog import InFlight, Progress, Watchdog
 from lineside.edge.pipeline.worker import Workers
 from lineside.edge.protocol import Frame
@@ -144,7 +138,7 @@ class Daemon:
 
     def _serving_idle(self) -> bool:
         """No frame waits for the model and none is in it: shadow work may run."""
-        return not self._model_busy() and not any(self.queues.depth().values())
+        return not self._model_busy() and not self.queues.waiting()
 
     # -- learning from the line: control commands ----------------------------------------
     def start_shadow(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +147,8 @@ class Daemon:
             stopped = self.shadow.stop()
             return {"ok": True, "shadow": None,
                     "stopped": str(stopped.bundle.root) if stopped else None}
-        if not Path(path).resolve().is_relative_to(self.models.allowed):
-            return {"ok": False, "error": f"{path} is outside {self.models.allowed}, where "
-                    "bundles may be loaded from (bundle_root)"}
+        if outside := self.models.outside(path):
+            return {"ok": False, "error": outside}
         try:
             self.shadow.start(load_candidate(path, self.config, self.model))
         except Exception as exc:
@@ -165,53 +158,19 @@ class Daemon:
         return {"ok": True, "shadow": self.shadow.describe()}
 
     def promote(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Serve the shadow model, if it meets the bar: live agreement, or with
-        `heldout` (a labelled folder) a Dice no worse than the serving model's there."""
-        config, candidate = self.config, self.shadow.candidate
-        heldout = request.get("heldout") or ""
-        if candidate is None:
-            why = agreement_bar(None, 0, 0, 0)
-            check: dict[str, Any] = {}
-        elif heldout:
-            why, check = self._heldout_check(candidate, heldout)
-        else:
-            why = agreement_bar(self.shadow.agreement, config.promote_min_frames,
-                                config.promote_min_agreement, config.promote_min_dice)
-            check = {"agreement": self.shadow.describe()}
-        if why:
+        """Serve the shadow model through the hot-swap path, if it meets the bar
+        (ShadowStage.promote_refusal)."""
+        candidate = self.shadow.candidate
+        why, check = self.shadow.promote_refusal(self.model, request.get("heldout") or "")
+        if why or candidate is None:
             log.warning("promote refused: %s", why)
             self.outbox.event({"kind": "model", "status": "promote_refused", "reason": why,
                                **check})
             return {"ok": False, "error": f"promote refused: {why}", **check}
-        path = str(candidate.bundle.root)
-        answer = self.models.swap(path, why="promote")
+        answer = self.models.swap(str(candidate.bundle.root), why="promote")
         if answer["ok"]:
             self.shadow.stop()
         return {**answer, **check}
-
-    def _heldout_check(self, candidate: LoadedModel, folder: str) -> tuple[str, dict]:
-        """Both models' Dice on `folder`, on a lowest-priority thread (serving goes on)."""
-        scores: dict[str, Any] = {}
-
-        def measure() -> None:
-            lowest_priority()
-            try:
-                scores["candidate"] = heldout_dice(candidate, folder, self.config.max_batch)
-                scores["serving"] = heldout_dice(self.model, folder, self.config.max_batch)
-            except Exception as exc:
-                scores["error"] = str(exc)
-
-        thread = threading.Thread(target=measure, name="edge-heldout", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in scores:
-            return f"held-out check on {folder} failed: {scores['error']}", {}
-        check = {"heldout": {"folder": folder, "dice": scores}}
-        margin = scores["candidate"] - scores["serving"]
-        if margin < -self.config.promote_dice_tolerance:
-            return (f"held-out Dice {scores['candidate']:.4f} is below the serving model's "
-                    f"{scores['serving']:.4f}"), check
-        return "", check
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -244,7 +203,7 @@ class Daemon:
                 self.config.http,
                 classes=lambda: [(c.id, c.name) for c in self.model.bundle.manifest.classes],
                 describe=lambda: self.model.describe(), counters=self.counters.snapshot)
-            self.decider.viewer = self.view.offer
+            self.decider.observers.append(self.view.observe)
             self.view.start()
         if self.config.metrics:
             self._metrics_server = MetricsServer(self.config.metrics, self.counters,

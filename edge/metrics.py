@@ -167,7 +167,7 @@ class DaemonCounters:
         self._swaps.labels(result).inc()
 
     # -- learning from the line --------------------------------------------------------
-    def recorded(self, camera: str, reason: str, size: int) -> None:
+    def recorded(self, camera: str, reason: str) -> None:
         self._add("recorded")
         self._recorded.labels(camera, reason).inc()
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from lineside.edge.metrics import WsgiServer
 from lineside.edge.overlay import CLASS_COLOURS, draw
+from lineside.edge.pipeline.decide import Decided
 
 # Everything from the wire (camera ids, verdicts, class names from a bundle) reaches the
 # page as data and is set with textContent, never parsed as HTML; the page has no inline
@@ -187,6 +188,14 @@ class OperatorView:
             if verdict == "REJECT":
                 view.pending_reject = (pixels, masks, title)
                 view.reject_frame_id = frame_id
+
+    def observe(self, decided: Decided) -> None:
+        """Decide-stage observer: a judged frame's pixels and masks (a frame without a
+        prediction has nothing to show)."""
+        if decided.masks is not None:
+            header = decided.frame.header
+            self.offer(header.camera_id, header.frame_id, decided.frame.pixels,
+                       decided.masks, decided.verdict)
 
     def record(self, result: dict[str, Any]) -> None:
         """A published `reject` message (with its final latency)."""

@@ -55,30 +55,28 @@ def check(bundle: str) -> dict:
     from lineside.edge.labels import open_dataset
     from lineside.edge.pipeline.decide import judged
     from lineside.edge.pipeline.model import load_model
-    from lineside.edge.scoring import dice_pairs
+    from lineside.edge.scoring import Scorecard
 
     model = load_model(bundle, ModelSettings(backend="ort-cpu"))
     camera = CameraSettings()
     classes = model.classes_for(camera)
-    ids = tuple(c.id for c in classes)
+    ids = [c.id for c in classes]
+    card, empty, rejected = Scorecard(ids), Scorecard(ids), []
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = open_dataset(assemble(Path(tmp) / "real"))
-        dice, empty, rejected, flagged = [], [], [], {c: 0 for c in ids}
-        for sample in dataset.samples:
+        for sample in open_dataset(assemble(Path(tmp) / "real")).samples:
             gray = sample.image()
-            truth = sample.masks(ids, gray.shape)
+            truth = sample.masks(tuple(ids), gray.shape)
             masks, _, verdict, _ = judged(model, gray, classes, camera.rule)
-            dice.append(dice_pairs(masks, truth)[0])
-            empty.append(dice_pairs(np.zeros_like(truth), truth)[0])
-            for k, c in enumerate(ids):
-                flagged[c] += bool(masks[k].any())
+            card.add(masks, truth)
+            empty.add(np.zeros_like(truth), truth)
             if Path(sample.name).stem in CLEAN and verdict != "OK":
                 rejected.append(sample.name)
-    return {"bundle": bundle, "strips": len(dice), "kaggle_dice": float(np.mean(dice)),
-            "all_empty_dice": float(np.mean(empty)),
-            "dice_per_class": {str(c): float(np.mean([d[k] for d in dice]))
-                               for k, c in enumerate(ids)},
-            "strips_flagged_per_class": {str(c): n for c, n in flagged.items()},
+    summary = card.summary()
+    return {"bundle": bundle, "strips": card.frames, "kaggle_dice": summary["dice"],
+            "all_empty_dice": empty.summary()["dice"],
+            "dice_per_class": summary["dice_per_class"],
+            "strips_flagged_per_class": {str(c): int(np.sum([p[k] for p in card.predicted_any]))
+                                         for k, c in enumerate(ids)},
             "clean_strips": len(CLEAN), "clean_strips_rejected": rejected}
 
 

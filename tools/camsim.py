@@ -1,23 +1,18 @@
-"""edge-camsim: replay a data-set folder over ZeroMQ as a line camera would."""
+"""edge-camsim: replay a data-set folder over ZeroMQ as a line camera would (the demo's
+camera; edge-camera with a folder source, and the flags the demo has always used)."""
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
-import time
 
+from lineside.edge.cli.camera import Camera
 from lineside.edge.cli.common import parser, setup_logging
-from lineside.edge.client import FrameSender
-from lineside.edge.labels import list_images
-from lineside.edge.sources import message_parts
-from lineside.edge.sources.folder import file_frame
 
 EXAMPLES = """\
   edge-camsim data/ --rate 20                      # every image once, 20 frames/s, raw mono8
   edge-camsim data/ --count 500 --loop --encoding jpeg --camera-id lane2
 """
-
-log = logging.getLogger("lineside.edge.camsim")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,33 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.verbose)
 
-    images = list_images(args.data)
-    count = args.count or len(images)
-    if count > len(images) and not args.loop:
-        count = len(images)
-    sender = FrameSender(args.endpoint)
-    period = 1.0 / args.rate if args.rate > 0 else 0.0
-    start = time.monotonic()
-    sent = 0
-    for index in range(count):
-        path = images[index % len(images)]
-        frame = file_frame(path, args.encoding)
-        if frame is None:
-            log.error("skipping %s: OpenCV cannot read it", path)
-            continue
-        parts = message_parts(frame, args.camera_id, args.first_frame_id + index)
-        # Absolute schedule: a slow send does not push every later frame back.
-        delay = start + index * period - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        sender.send_raw(parts)
-        sent += 1
-    sender.close()  # linger flushes what is queued
-    elapsed = time.monotonic() - start
-    log.info("sent %d frame(s) in %.2f s (%.1f frames/s)", sent, elapsed,
-             sent / elapsed if elapsed else 0.0)
-    print(f"sent {sent}")
-    return 0
+    # The replay itself is edge-camera's folder source; this keeps the demo's flags.
+    camera = Camera(argparse.Namespace(
+        source=args.data, to=args.endpoint, pub=False, camera_id=args.camera_id,
+        first_frame_id=args.first_frame_id, fps=args.rate, count=args.count,
+        loop=args.loop and args.count > 0, watch=False,  # --loop cycles up to --count
+        settle_s=0.0, encoding=args.encoding,
+        reconnect_s=1.0, max_reconnects=0, events="", hwm=100))
+    return camera.run()
 
 
 if __name__ == "__main__":

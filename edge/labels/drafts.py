@@ -10,8 +10,6 @@ to those ids without a class map.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -55,15 +53,6 @@ def _shape(class_id: int, points: list[list[int]], kind: str) -> dict[str, Any]:
             "flags": {}}
 
 
-def write_file(path: Path, data: bytes) -> int:
-    """Write `data` to `path` through a temporary name (a reader never sees half a file);
-    the bytes written."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-    return len(data)
-
-
 def png(pixels: np.ndarray) -> bytes:
     ok, encoded = cv2.imencode(".png", pixels)
     if not ok:
@@ -75,4 +64,4 @@ def json_bytes(body: dict[str, Any]) -> bytes:
     return (json.dumps(body, indent=1) + "\n").encode()
 
 
-__all__ = ["json_bytes", "labelme_document", "png", "polygons", "write_file"]
+__all__ = ["json_bytes", "labelme_document", "png", "polygons"]

@@ -45,8 +45,6 @@ from lineside.edge.scoring import Agreement
 log = logging.getLogger("lineside.edge.pipeline")
 
 Message = tuple[str, dict[str, Any]]
-# Called with (camera, frame id, pixels, masks, verdict) for the operator view.
-Viewer = Callable[[str, int, np.ndarray, np.ndarray, str], None]
 
 
 @dataclass
@@ -65,7 +63,8 @@ class Decided:
     recorded: str = ""  # why the record stage kept it ("" = not recorded)
 
 
-# Told of every decided frame; must not block (a bounded queue) and should not raise.
+# Told of every decided frame (record, shadow, the operator view); must not block (a
+# bounded queue) and should not raise.
 Observer = Callable[[Decided], None]
 
 
@@ -129,12 +128,10 @@ class Decider:
     name = "decide"
 
     def __init__(self, config: ServeConfig, counters: DaemonCounters | None = None,
-                 viewer: Viewer | None = None, observers: list[Observer] | None = None
-                 ) -> None:
+                 observers: list[Observer] | None = None) -> None:
         self.config = config
         self.counters = counters
-        self.viewer = viewer
-        self.observers = observers or []
+        self.observers = observers or []  # record, shadow, the operator view
 
     def _tell(self, decided: Decided) -> None:
         for observer in self.observers:
@@ -198,9 +195,6 @@ class Decider:
             reject["presence"] = {str(c.id): round(float(item.gate[k]), 4)
                                   for k, c in enumerate(classes)}
         messages: list[Message] = [(protocol.TOPIC_REJECT, reject)]
-        if self.viewer is not None:
-            self.viewer(item.frame.header.camera_id, item.frame.header.frame_id,
-                        item.frame.pixels, masks, verdict)
         if self.config.publish_masks:
             messages.append((protocol.TOPIC_MASK,
                              self.mask_body(base, item.scores.scores, masks, defects, classes)))

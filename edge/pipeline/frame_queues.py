@@ -58,6 +58,11 @@ class FrameQueues(Generic[T]):
             self._closed = True
             self._cond.notify_all()
 
+    def waiting(self) -> bool:
+        """Whether any camera has a frame queued (asked often: builds nothing)."""
+        with self._cond:
+            return any(self._queues.values())
+
     def depth(self) -> dict[str, int]:
         with self._cond:
             return {camera: len(q) for camera, q in self._queues.items()}

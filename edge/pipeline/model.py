@@ -244,14 +244,20 @@ class ModelSlot:
         # `rollback` is instant; after that, rollback loads its bundle again.
         self.keep_previous_s = keep_previous_s
         self._clock = clock
-        self.previous: LoadedModel | None = None
-        self.previous_bundle = ""
+        self.previous: LoadedModel | None = None  # (closed by the infer stage once not kept)
         self._keep_until = 0.0
 
     def _replace(self, candidate: LoadedModel) -> None:
         self.previous, self.current = self.current, candidate
-        self.previous_bundle = str(self.previous.bundle.root)
         self._keep_until = self._clock() + self.keep_previous_s
+
+    def outside(self, path: str) -> str:
+        """Why `path` may not be loaded ("" when it may): only bundles inside `allowed`
+        are, so the control socket is not a way to run any file on the box."""
+        if Path(path).resolve().is_relative_to(self.allowed):
+            return ""
+        return f"{path} is outside {self.allowed}, where bundles may be loaded from " \
+               "(bundle_root)"
 
     def retained(self, model: LoadedModel) -> bool:
         """Whether `model` must stay loaded: it serves, or it is the previous model within
@@ -265,14 +271,13 @@ class ModelSlot:
         """Serve the previous model again: at once while it is kept loaded, else by loading
         its bundle (a hot swap). The model rolled back from is closed."""
         with self._lock:
-            if not self.previous_bundle:
+            if self.previous is None:
                 return {"ok": False, "error": "nothing to roll back to: no swap yet",
                         "serving": str(self.current.bundle.root)}
-            warm = self.previous is not None and self._clock() < self._keep_until
-            if not warm:
-                return self.swap(self.previous_bundle, forget=True, why="rollback")
+            if not self.retained(self.previous):  # closed by now: load its bundle again
+                return self.swap(str(self.previous.bundle.root), forget=True, why="rollback")
             leaving, self.current = self.current, self.previous
-            self.previous, self.previous_bundle = None, ""
+            self.previous = None
             self._on_swap(self.current, "ok")
             log.info("rolled back from %s to %s (kept loaded)", leaving.bundle.root,
                      self.current.bundle.root)
@@ -299,9 +304,7 @@ class ModelSlot:
         with self._lock:
             began = time.monotonic()
             serving = str(self.current.bundle.root)
-            if not Path(path).resolve().is_relative_to(self.allowed):
-                reason = f"{path} is outside {self.allowed}, where swaps may load bundles " \
-                         "from (bundle_root)"
+            if reason := self.outside(path):
                 log.error("hot swap refused: %s", reason)
                 self._on_swap(self.current, "refused")
                 self._emit({"kind": "model", "status": "refused", "bundle": str(path),
@@ -317,7 +320,7 @@ class ModelSlot:
                 return {"ok": False, "error": str(exc), "serving": serving}
             self._replace(candidate)  # the batcher picks it up for its next batch
             if forget:
-                self.previous, self.previous_bundle = None, ""
+                self.previous = None
             self._on_swap(candidate, "ok")
             seconds = round(time.monotonic() - began, 3)
             log.info("%s %s -> %s in %.2f s", why, serving, path, seconds)

@@ -39,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from lineside.edge.labels.drafts import json_bytes, labelme_document, png, write_file
+from lineside.edge.files import write_file_atomically
+from lineside.edge.labels.drafts import json_bytes, labelme_document, png
 from lineside.edge.metrics import DaemonCounters
 from lineside.edge.pipeline.decide import Decided
-from lineside.edge.postprocess import VERDICT_REJECT, label_map, thresholds_of
+from lineside.edge.postprocess import VERDICT_REJECT, label_map
 
 log = logging.getLogger("lineside.edge.pipeline")
 
@@ -74,9 +75,10 @@ class RecordPolicy:
     rate_per_s: float = 0.0  # recordings per second per camera (0: no limit)
 
     def reason(self, *, failed: bool, verdict: str, maxima: np.ndarray | None,
-               thresholds: np.ndarray, gate: np.ndarray | None,
-               gate_thresholds: np.ndarray, camera_id: str, frame_id: int) -> str:
-        """Why a decided frame is recorded, "" when it is not (REASONS, first that holds)."""
+               thresholds: np.ndarray | None, gate: np.ndarray | None,
+               gate_thresholds: np.ndarray | None, camera_id: str, frame_id: int) -> str:
+        """Why a decided frame is recorded, "" when it is not (REASONS, first that holds).
+        `thresholds` and `gate_thresholds` are needed only with `maxima` and `gate`."""
         if failed:
             return "error"
         if verdict == VERDICT_REJECT:
@@ -162,14 +164,16 @@ class Recorder:
     # -- from the decide / shadow stages -------------------------------------------------
     def consider(self, decided: Decided) -> str:
         """Apply the policy to one decided frame and queue it when picked; the reason
-        ("" when not picked). Cheap on the decide thread: a comparison of maxima, and a
-        copy of the scores only for a picked frame with a defect."""
-        frame, classes, scores = decided.frame, decided.classes, decided.scores
+        ("" when not picked). Cheap on the decide thread, which runs it for every frame:
+        the frame's maxima against the thresholds it was scored at, and a copy of the
+        scores only for a picked frame with a defect."""
+        frame, scores, gate = decided.frame, decided.scores, decided.gate
         reason = self.policy.reason(
             failed=decided.failed, verdict=decided.verdict,
             maxima=None if scores is None else scores.maxima,
-            thresholds=thresholds_of(classes), gate=decided.gate,
-            gate_thresholds=np.array([c.gate_threshold for c in classes]),
+            thresholds=None if scores is None else scores.thresholds, gate=gate,
+            gate_thresholds=None if gate is None else
+            np.array([c.gate_threshold for c in decided.classes]),
             camera_id=frame.header.camera_id, frame_id=frame.header.frame_id)
         decided.recorded = self.keep(decided, reason) if reason else ""
         return decided.recorded
@@ -232,27 +236,27 @@ class Recorder:
         """Write one record's files; the stem written."""
         stem = record.stem
         image_png, labelme_json, mask_png, meta_json = self._paths(stem)
-        height, width = record.pixels.shape
-        class_masks = record.masks if record.masks is not None else \
-            np.zeros((len(record.class_ids), height, width), np.uint8)
-        labels = np.zeros((height, width), np.uint8) if record.masks is None else \
-            label_map(record.scores if record.scores is not None else class_masks,
-                      class_masks, record.class_ids)
-        size = write_file(image_png, png(np.ascontiguousarray(record.pixels)))
-        size += write_file(mask_png, png(labels))
-        document = labelme_document(class_masks, record.class_ids, image_png.name,
+        masks = record.masks
+        if masks is None:  # no defect predicted (or no prediction): an empty draft
+            masks = np.zeros((len(record.class_ids), *record.pixels.shape), np.uint8)
+        # where classes overlap the label map keeps the more probable (masks alone: the first)
+        labels = label_map(masks if record.scores is None else record.scores, masks,
+                           record.class_ids)
+        size = write_file_atomically(image_png, png(np.ascontiguousarray(record.pixels)))
+        size += write_file_atomically(mask_png, png(labels))
+        document = labelme_document(masks, record.class_ids, image_png.name,
                                     flags={"draft": True})
-        size += write_file(labelme_json, json_bytes(document))
+        size += write_file_atomically(labelme_json, json_bytes(document))
         body = {"camera_id": record.camera_id, "frame_id": record.frame_id,
                 "received_ns": record.received_ns, "image": f"images/{image_png.name}",
                 "draft": {"labelme": f"images/{labelme_json.name}",
                           "mask": f"masks/{mask_png.name}"},
                 **record.meta}
-        size += write_file(meta_json, json_bytes(body))  # last: the record exists once this does
+        size += write_file_atomically(meta_json, json_bytes(body))  # last: then it exists
         self._kept.append((stem, size))
         self.bytes += size
         if self.counters is not None:
-            self.counters.recorded(record.camera_id, record.meta["recorded_because"], size)
+            self.counters.recorded(record.camera_id, record.meta["recorded_because"])
         self._enforce_quota()
         return stem
 

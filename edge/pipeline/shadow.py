@@ -31,11 +31,9 @@ from typing import Any
 
 from lineside.edge import protocol
 from lineside.edge.metrics import DaemonCounters
-from lineside.edge.pipeline.decide import Decided, judge, judged
-from lineside.edge.pipeline.infer import run_model
+from lineside.edge.pipeline.decide import Decided, judged
 from lineside.edge.pipeline.model import LoadedModel
-from lineside.edge.postprocess import thresholds_of
-from lineside.edge.scoring import Agreement
+from lineside.edge.scoring import Agreement, Scorecard
 
 log = logging.getLogger("lineside.edge.pipeline")
 
@@ -75,6 +73,7 @@ class ShadowStage:
         self._retired: list[LoadedModel] = []  # closed on the shadow thread, which ran them
         self.closed = threading.Event()  # the decide stage ended
         self._running: LoadedModel | None = None  # the candidate while it runs a frame
+        self._busy = threading.Event()  # set while it does: the watcher sleeps otherwise
         self._interrupted = False
         self.preempted = 0  # shadow frames given up because serving needed the cores
 
@@ -97,6 +96,21 @@ class ShadowStage:
             if candidate is not None:
                 self._retired.append(candidate)
         return candidate
+
+    def promote_refusal(self, serving: LoadedModel, heldout: str = ""
+                        ) -> tuple[str, dict[str, Any]]:
+        """Why the candidate may not replace `serving` ("" when it may) and the evidence:
+        its live agreement against the configured bar, or with `heldout` (a labelled
+        folder) its Dice there against the serving model's."""
+        config, candidate = self.config, self.candidate
+        if candidate is None:
+            return agreement_bar(None, 0, 0, 0), {}
+        if heldout:
+            return heldout_check(candidate, serving, heldout, config.max_batch,
+                                 config.promote_dice_tolerance)
+        return agreement_bar(self.agreement, config.promote_min_frames,
+                             config.promote_min_agreement, config.promote_min_dice), \
+            {"agreement": self.describe()}
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
@@ -122,11 +136,10 @@ class ShadowStage:
     def _yield_to_serving(self) -> None:
         """While the candidate runs, interrupt it as soon as serving has work."""
         while not self.closed.is_set():
-            running = self._running
-            if running is None:
-                time.sleep(IDLE_POLL_S)
+            if not self._busy.wait(0.1):
                 continue
-            if not self.serving_idle():
+            running = self._running
+            if running is not None and not self.serving_idle():
                 self._interrupted = True
                 running.backend.interrupt()
                 if running.screen is not None:
@@ -152,6 +165,7 @@ class ShadowStage:
                 continue  # shadowing stopped or moved on while this frame waited
             self._interrupted = False
             self._running = candidate
+            self._busy.set()
             try:
                 self.compare(candidate, decided)
             except Exception:
@@ -162,6 +176,7 @@ class ShadowStage:
                                   decided.frame.header.frame_id,
                                   decided.frame.header.camera_id)
             finally:
+                self._busy.clear()
                 self._running = None
         watcher.join()
         self.stop()
@@ -214,21 +229,45 @@ class ShadowStage:
 
 def heldout_dice(model: LoadedModel, folder: str, max_batch: int, limit: int = 0) -> float:
     """Kaggle Dice of `model` on a labelled folder (any layout lineside.edge.labels reads),
-    with the bundle's thresholds: the held-out check a promote may ask for."""
+    judged with the bundle's thresholds: the held-out check a promote may ask for."""
     from lineside.edge.config import CameraSettings
     from lineside.edge.labels import open_dataset
-    from lineside.edge.scoring import dice_pairs
 
-    classes = model.classes_for(CameraSettings())
-    ids = tuple(c.id for c in classes)
-    total, count = 0.0, 0
+    camera = CameraSettings()
+    classes = model.classes_for(camera)
+    card = Scorecard([c.id for c in classes])
     for sample in open_dataset(folder, require_labels=True, limit=limit).samples:
         gray = sample.image()
-        out = run_model(model, gray, max_batch, thresholds=thresholds_of(classes))
-        masks, _, _ = judge(out.scores, out.gate, classes)
-        total += float(dice_pairs(masks, sample.masks(ids, gray.shape))[0].sum())
-        count += len(ids)
-    return total / max(count, 1)
+        masks, _, _, _ = judged(model, gray, classes, camera.rule, max_batch)
+        card.add(masks, sample.masks(tuple(card.class_ids), gray.shape))
+    return float(card.summary()["dice"])
+
+
+def heldout_check(candidate: LoadedModel, serving: LoadedModel, folder: str,
+                  max_batch: int, tolerance: float) -> tuple[str, dict[str, Any]]:
+    """Why `candidate` may not replace `serving` on `folder`'s evidence ("" when it may:
+    its Dice there at least the serving model's minus `tolerance`), and both Dice. Runs
+    on a lowest-priority thread of its own, so the line keeps its cores."""
+    scores: dict[str, Any] = {}
+
+    def measure() -> None:
+        lowest_priority()
+        try:
+            scores["candidate"] = heldout_dice(candidate, folder, max_batch)
+            scores["serving"] = heldout_dice(serving, folder, max_batch)
+        except Exception as exc:
+            scores["error"] = str(exc)
+
+    thread = threading.Thread(target=measure, name="edge-heldout", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in scores:
+        return f"held-out check on {folder} failed: {scores['error']}", {}
+    check = {"heldout": {"folder": folder, "dice": scores}}
+    if scores["candidate"] < scores["serving"] - tolerance:
+        return (f"held-out Dice {scores['candidate']:.4f} is below the serving model's "
+                f"{scores['serving']:.4f}"), check
+    return "", check
 
 
 def agreement_bar(agreement: Agreement | None, min_frames: int, min_agreement: float,
@@ -247,4 +286,5 @@ def agreement_bar(agreement: Agreement | None, min_frames: int, min_agreement: f
     return ""
 
 
-__all__ = ["ShadowStage", "agreement_bar", "heldout_dice", "lowest_priority"]
+__all__ = ["ShadowStage", "agreement_bar", "heldout_check", "heldout_dice",
+           "lowest_priority"]

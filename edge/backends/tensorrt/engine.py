@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from lineside.edge.files import write_synced
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 2
@@ -184,28 +185,15 @@ def engine_problems(sidecar: EngineSidecar, engine_path: Path, machine: Machine,
     return problems
 
 
-def _write_synced(folder: Path, prefix: str, data: bytes) -> Path:
-    handle, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
 def write_engine_files(engine_path: Path, engine: bytes, sidecar: EngineSidecar) -> None:
     """Engine and sidecar into place as one pair: both written under unique temporary
     names and synced before either is renamed, the sidecar naming the engine's sha256."""
     folder = engine_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     sidecar.engine_sha256 = sha256_bytes(engine)
-    engine_tmp = _write_synced(folder, engine_path.name + ".", engine)
+    engine_tmp = write_synced(folder, engine_path.name + ".", engine)
     try:
-        sidecar_tmp = _write_synced(folder, engine_path.name + ".json.",
+        sidecar_tmp = write_synced(folder, engine_path.name + ".json.",
                                     sidecar.to_json().encode())
     except BaseException:
         engine_tmp.unlink(missing_ok=True)
@@ -217,12 +205,6 @@ def write_engine_files(engine_path: Path, engine: bytes, sidecar: EngineSidecar)
         os.fsync(directory)
     finally:
         os.close(directory)
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """For the timing cache: never a half-written file under the real name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(_write_synced(path.parent, path.name + ".", data), path)
 
 
 def tensorrt_available() -> tuple[bool, str]:

@@ -44,10 +44,10 @@ from lineside.edge.backends.tensorrt.engine import (
     has_builder_precision_flags,
     this_machine,
     write_engine_files,
-    write_file_atomically,
 )
 from lineside.edge.bundle import Bundle, Manifest, ModelFile, sha256_file
 from lineside.edge.config import ConfigError
+from lineside.edge.files import write_file_atomically
 from lineside.edge.variants import CALIBRATOR, EngineRecipe, engine_recipe, engine_variant
 
 log = logging.getLogger("lineside.edge.tensorrt")
