@@ -17,10 +17,12 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from lineside.calibration.calibration_set import CalibrationSet
 from lineside.calibration.readers import onnxruntime_reader
+from lineside.export.graph_rewrites import nearest_upsampling_as_copies
 
 log = logging.getLogger("lineside.export")
 
@@ -32,6 +34,9 @@ log = logging.getLogger("lineside.export")
 # times the size (profiled: 15% of a UNet-ResNet18's INT8 time; a ResNet classifier 25%).
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "MaxPool", "AveragePool",
                  "Resize", "Concat", "Add", "GlobalAveragePool", "Relu", "Clip"]
+# With `rewrite`, the CPU graph's upsampling copies (graph_rewrites.py) stay uint8 through
+# these too (ONNX Runtime drops their Q/DQ pairs).
+CPU_COPY_OPS = ["Unsqueeze", "Reshape", "Gather"]
 
 
 def flavour_options(flavour: str) -> dict:
@@ -61,9 +66,11 @@ FLOAT_ENDS_SCHEDULE = (0, 1, 2, 4)
 
 
 def quantize(fp32_path: Path, out_path: Path, flavour: str, calibration: CalibrationSet,
-             input_name: str, float_ends: int = 0) -> list[str]:
+             input_name: str, float_ends: int = 0, rewrite: bool = False) -> list[str]:
     """Quantise; the first and last `float_ends` convolutions stay float. Returns their
-    names."""
+    names. `rewrite=True` (the `cpu` flavour only) writes 2x nearest upsampling as
+    copies first (exact; graph_rewrites.py). Off: on ONNX Runtime 1.32 the copies were
+    slower than its uint8 Resize (scripts/resize_rewrite.py, docs/performance.md)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -71,11 +78,19 @@ def quantize(fp32_path: Path, out_path: Path, flavour: str, calibration: Calibra
         prepared = Path(tmp) / "prepared.onnx"
         # Fold and fuse first (Conv+BN), so the scales are for what actually runs.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        if flavour == "cpu" and rewrite:
+            # A calibration batch has the bundle's tile shape: the shape served.
+            probe = {input_name: np.ascontiguousarray(next(calibration.batches(2)))}
+            model, rewritten = nearest_upsampling_as_copies(onnx.load(str(prepared)), probe)
+            if rewritten:
+                onnx.save(model, str(prepared))
+                log.info("%d nearest 2x Resize(s) written as copies for the CPU", rewritten)
         convs = conv_nodes(prepared)
         excluded = convs[:float_ends] + convs[-float_ends:] if float_ends else []
         quantize_static(
             str(prepared), str(out_path), onnxruntime_reader(calibration, input_name),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTISED_OPS,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=QUANTISED_OPS + (CPU_COPY_OPS if flavour == "cpu" else []),
             nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
             **flavour_options(flavour))
     onnx.checker.check_model(str(out_path))

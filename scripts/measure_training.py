@@ -4,7 +4,12 @@
       strips/s of full 256x1600 crops through the trainer's DataLoader
   python scripts/measure_training.py train -- edge-train ARGS...
       run a command, sampling the memory (PSS) of its whole process tree (workers and
-      DDP ranks included) every 0.2 s; prints the peak of the sum
+      DDP ranks included) every 0.2 s; prints the peak of the sum, and the peak of each
+      child's subtree (under torchrun: one per rank, its workers included)
+  python scripts/measure_training.py validate CHECKPOINT [KEY=VALUE ...]
+      the checkpoint's validation Dice on the validation split its training config
+      makes (overrides as edge-train's, e.g. data=...); under torchrun each rank predicts
+      its share and the counts are gathered, so 1 and N processes must print the same
 
 Both print one JSON line. Linux only (/proc).
 """
@@ -39,11 +44,21 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
 class PeakMemory:
-    """Samples tree_rss_bytes(pid) on a thread until stopped."""
+    """Samples tree_rss_bytes(pid) on a thread until stopped; `per_child` keeps the peak
+    of each direct child's subtree (torchrun's children are its ranks)."""
 
     def __init__(self, pid: int, period_s: float = 0.2) -> None:
         self.pid, self.period_s, self.peak = pid, period_s, 0
+        self.per_child: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -51,6 +66,9 @@ class PeakMemory:
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
             self.peak = max(self.peak, tree_rss_bytes(self.pid))
+            for child in children_of(self.pid):
+                self.per_child[child] = max(self.per_child.get(child, 0),
+                                            tree_rss_bytes(child))
 
     def stop(self) -> int:
         self._stop.set()
@@ -95,9 +113,47 @@ def train(args: argparse.Namespace) -> dict:
     process = subprocess.Popen(args.command)
     memory = PeakMemory(process.pid)
     code = process.wait()
+    peak = memory.stop()
     return {"command": args.command, "exit": code,
             "elapsed_s": round(time.monotonic() - began, 1),
-            "peak_pss_mb": round(memory.stop() / 2**20)}
+            "peak_pss_mb": round(peak / 2**20),
+            "peak_pss_mb_per_child": sorted(round(v / 2**20)
+                                            for v in memory.per_child.values())}
+
+
+def validate(args: argparse.Namespace) -> dict:
+    import os
+
+    import torch
+    from torch import distributed as dist
+
+    from lineside.train.checkpoint import load_checkpoint
+    from lineside.train.config import load_train_config
+    from lineside.train.trainer import splits_of, validation_scores
+    from lineside.train.validation import measure
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("gloo")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    model, meta = load_checkpoint(args.checkpoint)
+    config = load_train_config(None, args.overrides, meta["train_config"])
+    _, _, val_set, _ = splits_of(config)
+    began = time.monotonic()
+    counts = measure(model, val_set, meta["mean"], meta["std"], tuple(config.tile),
+                     meta["in_channels"]).gathered()
+    untuned, _tuned, tuned_score = validation_scores(counts, val_set.class_ids, {})
+    result = {"checkpoint": args.checkpoint, "processes": world,
+              "val_strips": len(counts.index), "val_dice_untuned": untuned["dice"],
+              "val_dice_tuned": tuned_score["dice"],
+              "elapsed_s": round(time.monotonic() - began, 1)}
+    if world > 1:
+        rank = dist.get_rank()
+        dist.barrier()  # no rank leaves while another still talks through gloo
+        dist.destroy_process_group()
+        if rank:
+            return {}
+    return result
 
 
 def main() -> int:
@@ -114,11 +170,16 @@ def main() -> int:
     one.add_argument("--epochs", type=int, default=1)
     two = sub.add_parser("train")
     two.add_argument("command", nargs=argparse.REMAINDER)
+    three = sub.add_parser("validate")
+    three.add_argument("checkpoint")
+    three.add_argument("overrides", nargs="*", help="KEY=VALUE, as edge-train takes them")
     args = ap.parse_args()
     if args.mode == "train" and args.command[:1] == ["--"]:
         args.command = args.command[1:]
-    result = loader(args) if args.mode == "loader" else train(args)
-    print(json.dumps(result))
+    modes = {"loader": loader, "train": train, "validate": validate}
+    result = modes[args.mode](args)
+    if result:
+        print(json.dumps(result))
     return 0 if result.get("exit", 0) == 0 else 1
 
 

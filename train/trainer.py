@@ -27,6 +27,7 @@ from lineside.train.checkpoint import save_checkpoint, start_from
 from lineside.train.config import TrainConfig
 from lineside.train.data.severstal_dataset import (
     CropDataset,
+    StripSet,
     hold_out,
     load_strips,
     split,
@@ -182,6 +183,22 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
     return loss.item()
 
 
+def splits_of(config: TrainConfig) -> tuple[StripSet, StripSet, StripSet, StripSet | None]:
+    """(all strips, training, validation, test or None) as `config` splits its data: the
+    one rule, so a checkpoint's validation strips can be found again from its config."""
+    strips = load_strips(config.data, tuple(config.class_ids), config.limit,
+                         tuple(config.resize) if config.resize else None,
+                         config.label_names or None, config.cache_dir or None)
+    test_set = None
+    if config.test_fraction:
+        strips, test_set = hold_out(strips, config.test_fraction, config.seed)
+    train_set, val_set = split(strips, config.val_fraction, config.seed, config.folds,
+                               config.fold)
+    if not len(val_set.names):
+        raise ValueError("validation split is empty: use more strips or a larger val_fraction")
+    return strips, train_set, val_set, test_set
+
+
 def last_path(out: Path) -> Path:
     return out.with_name(out.stem + ".last" + out.suffix)
 
@@ -202,16 +219,7 @@ def fit(config: TrainConfig, device: str | None = None) -> dict[str, Any] | None
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    strips = load_strips(config.data, tuple(config.class_ids), config.limit,
-                         tuple(config.resize) if config.resize else None,
-                         config.label_names or None, config.cache_dir or None)
-    test_set = None
-    if config.test_fraction:
-        strips, test_set = hold_out(strips, config.test_fraction, config.seed)
-    train_set, val_set = split(strips, config.val_fraction, config.seed, config.folds,
-                               config.fold)
-    if not len(val_set.names):
-        raise ValueError("validation split is empty: use more strips or a larger val_fraction")
+    strips, train_set, val_set, test_set = splits_of(config)
     mean, std = train_set.pixel_statistics()
     std = std or 1.0
     log.info("%d training / %d validation strips, mean %.3f std %.3f, %s on %s",

@@ -27,9 +27,14 @@ def polygons(mask: np.ndarray) -> list[list[list[int]]]:
     return [c.reshape(-1, 2).tolist() for c in contours]
 
 
+DRAFT = "draft: predicted by the serving model"
+
+
 def labelme_document(masks: np.ndarray, class_ids: list[int], image_name: str,
-                     flags: dict[str, bool] | None = None) -> dict[str, Any]:
-    """A LabelMe file for one image from its (K, H, W) masks."""
+                     flags: dict[str, bool] | None = None,
+                     description: str = DRAFT) -> dict[str, Any]:
+    """A LabelMe file for one image from its (K, H, W) masks; `description` goes on every
+    shape (a recorded frame's drafts say that a model drew them)."""
     height, width = masks.shape[1:]
     shapes = []
     for k, class_id in enumerate(class_ids):
@@ -39,18 +44,19 @@ def labelme_document(masks: np.ndarray, class_ids: list[int], image_name: str,
             if len(points) < 3:  # a 1- or 2-pixel region: LabelMe draws no polygon of it
                 x0, y0 = np.min(points, axis=0).tolist()
                 x1, y1 = np.max(points, axis=0).tolist()
-                shapes.append(_shape(class_id, [[x0, y0], [x1, y1]], "rectangle"))
+                shapes.append(_shape(class_id, [[x0, y0], [x1, y1]], "rectangle",
+                                     description))
             else:
-                shapes.append(_shape(class_id, points, "polygon"))
+                shapes.append(_shape(class_id, points, "polygon", description))
     return {"version": LABELME_VERSION, "flags": flags or {}, "shapes": shapes,
             "imagePath": image_name, "imageData": None, "imageHeight": int(height),
             "imageWidth": int(width)}
 
 
-def _shape(class_id: int, points: list[list[int]], kind: str) -> dict[str, Any]:
+def _shape(class_id: int, points: list[list[int]], kind: str,
+           description: str) -> dict[str, Any]:
     return {"label": str(class_id), "points": points, "group_id": None,
-            "description": "draft: predicted by the serving model", "shape_type": kind,
-            "flags": {}}
+            "description": description, "shape_type": kind, "flags": {}}
 
 
 def png(pixels: np.ndarray) -> bytes:

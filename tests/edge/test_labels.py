@@ -182,3 +182,52 @@ def test_masks_written_as_a_submission_read_back_as_the_real_kaggle_rows(tmp_pat
     assert all(back.get(image_id, {}) == {} for image_id in clean)
     if layout == "old":
         assert set(back) == set(real) | set(clean)  # every image has its four rows
+
+
+def test_convert_round_trips_every_format_exactly(tmp_path):
+    """CSV -> mask folders -> LabelMe -> old-layout CSV: the same masks at each step, the
+    same RLE rows at the end, the images' bytes untouched."""
+    from lineside.edge.labels.convert import convert
+    from lineside.edge.labels.severstal import read_labels
+
+    source = write_all_formats(tmp_path / "given")["severstal"]
+    chain = [("mask_folders", "new"), ("labelme", "new"), ("severstal", "old")]
+    current = source
+    for target, layout in chain:
+        out = tmp_path / f"as-{target}"
+        report = convert(open_dataset(current), out, target, CLASSES, layout)
+        assert report.exact and report.masks_exact == len(BOXES), report
+        dataset = open_dataset(out)
+        assert dataset.format == target
+        for sample in dataset.samples:
+            np.testing.assert_array_equal(sample.masks(CLASSES, (256, 1600)),
+                                          box_masks(BOXES[sample.name]), err_msg=target)
+            assert sample.image_path.read_bytes() == \
+                (source / "train_images" / sample.name).read_bytes()
+        current = out
+    rows = read_labels(current / "train.csv")
+    assert {k: v for k, v in rows.items() if v} == read_labels(source / "train.csv")
+    assert rows["b.png"] == {}  # the old layout lists a defect-free image with empty rows
+    assert (current / "train.csv").read_text().startswith("ImageId_ClassId,")
+
+
+def test_convert_refuses_what_a_format_cannot_hold_and_reports_what_it_changed(tmp_path):
+    from lineside.edge.labels.convert import convert
+
+    root = tmp_path / "given"
+    (root / "train_images").mkdir(parents=True)
+    cv2.imwrite(str(root / "train_images" / "ring.png"), np.full((256, 1600), 90, np.uint8))
+    cv2.imwrite(str(root / "train_images" / "both.png"), np.full((256, 1600), 90, np.uint8))
+    ring = np.zeros((256, 1600), np.uint8)
+    ring[20:80, 100:200] = 1
+    ring[40:60, 130:170] = 0  # a hole of 20 x 40 pixels
+    overlap_a, overlap_b = box_masks([(1, 0, 0, 99, 9)])[0], box_masks([(1, 50, 5, 149, 19)])[0]
+    write_labels(root / "train.csv", {"ring.png": {3: rle.encode(ring)},
+                                      "both.png": {1: rle.encode(overlap_a),
+                                                   2: rle.encode(overlap_b)}})
+    with pytest.raises(LabelFormatError, match=r"both\.png: classes \[1, 2\] overlap at 250"):
+        convert(open_dataset(root), tmp_path / "masks", "mask_folders", CLASSES)
+    report = convert(open_dataset(root), tmp_path / "labelme", "labelme", CLASSES)
+    assert report.changed_pixels == {"ring.png": 20 * 40} and report.masks_exact == 1
+    with pytest.raises(FileExistsError, match="not empty"):
+        convert(open_dataset(root), tmp_path / "labelme", "labelme", CLASSES)

@@ -106,15 +106,20 @@ def ort_op_profile(bundle: Bundle, precision: str, tiles: np.ndarray, runs: int 
                    threads: int = 0) -> dict[str, float]:
     """Share of ONNX Runtime CPU kernel time per operator type (ORT's own profiler), over
     `runs` calls on `tiles`: which layers the time goes to inside the model."""
+    return onnx_op_profile(bundle.model_path(onnx_for(precision, "cpu").key), tiles,
+                           bundle.manifest.graph_thresholds, runs, threads)
+
+
+def onnx_op_profile(model_path: Path, tiles: np.ndarray, thresholds: list[float] | None,
+                    runs: int = 3, threads: int = 0) -> dict[str, float]:
+    """`ort_op_profile` for one ONNX file."""
     import json
     import os
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        backend = OnnxRuntimeBackend(
-            bundle.model_path(onnx_for(precision, "cpu").key), "ort-cpu", threads,
-            thresholds=bundle.manifest.graph_thresholds,
-            profile_prefix=os.path.join(tmp, "ort"))
+        backend = OnnxRuntimeBackend(model_path, "ort-cpu", threads, thresholds=thresholds,
+                                     profile_prefix=os.path.join(tmp, "ort"))
         for _ in range(runs):
             backend.infer(tiles)
         events = json.loads(Path(backend.session.end_profiling()).read_text())
