@@ -150,6 +150,8 @@ class ServeConfig(ModelSettings):
                           help="endpoint to bind for results (PUB)")
     max_wait_ms: float = setting(2.0, help="how long a partial batch waits for more frames "
                                  "while the model is busy (an idle model never waits)")
+    decide_workers: int = setting(0, help="post-processing threads (0: auto, a quarter of "
+                                  "the cores, 1 to 4); results keep per-camera order")
     publish_masks: bool = setting(False, flag="--masks",
                                   help="also publish masks on the `mask` topic")
     mask_format: str = setting("rle", choices=MASK_FORMATS,
@@ -235,6 +237,7 @@ class ServeConfig(ModelSettings):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
         bounds = {"max_wait_ms": (0, 10_000), "heartbeat_s": (0.05, 3600),
+                  "decide_workers": (0, 64),
                   "stall_s": (0.1, 3600), "stall_exit_s": (0, 86_400),
                   "max_cameras": (1, 100_000), "record_ok_fraction": (0, 1),
                   "record_band": (0, 1), "record_rate": (0, 100_000),

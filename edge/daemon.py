@@ -18,6 +18,7 @@ each owned by one thread, as ZeroMQ requires.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -27,15 +28,17 @@ import zmq
 import zmq.auth
 
 from lineside.edge import protocol
+from lineside.edge.backends.fault_injection import decide_delay_s
 from lineside.edge.config import ServeConfig
 from lineside.edge.metrics import DaemonCounters, MetricsServer
 from lineside.edge.pipeline.batch import BatchStage
 from lineside.edge.pipeline.control import ControlStage
-from lineside.edge.pipeline.decide import Decider, failsafe_result
+from lineside.edge.pipeline.decide import Decider, Verdict, failsafe_result
 from lineside.edge.pipeline.engine_build import EngineBuild, RecentFrames
 from lineside.edge.pipeline.frame_queues import FrameQueues
-from lineside.edge.pipeline.infer import ModelStages
+from lineside.edge.pipeline.infer import InferredFrame, ModelStages
 from lineside.edge.pipeline.model import LoadedModel, ModelSlot, load_candidate, load_model
+from lineside.edge.pipeline.ordered_pool import OrderedPool, default_workers
 from lineside.edge.pipeline.publish import END, Outbox, PublishStage
 from lineside.edge.pipeline.receive import ReceiveStage
 from lineside.edge.pipeline.record import Recorder, RecordPolicy
@@ -90,6 +93,8 @@ class Daemon:
             self.shadow.start(shadow)
         observers = ([self.recorder.consider] if self.recorder else []) + [self.shadow.offer]
         self.decider = Decider(config, self.counters, observers=observers)
+        self.decide_workers = config.decide_workers or default_workers(os.cpu_count())
+        self._decide_delay_s = decide_delay_s(config.inject_faults)  # testing only
         self.publisher = PublishStage(config, self.context, self.outbox, self.counters,
                                       self.heartbeat, self._on_result,
                                       self.progress["publish"])
@@ -329,18 +334,44 @@ class Daemon:
         self._inferred.put(END)
 
     def _decide_loop(self) -> None:
-        for item in _items(self._inferred, self.progress["decide"]):
-            if not self.in_flight.settle(item.frame.serial):
-                self.counters.late_result()  # its fail-safe verdict is already out
-                continue
-            began = time.perf_counter()
-            for message in self.decider.messages(item):
-                self.outbox.put(message)
-            self.counters.stage_time("postprocess", time.perf_counter() - began)
+        """Frames to verdicts on the post-processing pool, delivered in per-camera order.
+        A frame is settled only when its verdict is ready, so one whose post-processing
+        hangs is still the watchdog's to give the fail-safe verdict at its deadline."""
+        progress = self.progress["decide"]
+        with OrderedPool(self.decide_workers, self._decide, self._deliver,
+                         self.decider.failed, name="edge-decide") as pool:
+            while True:
+                if not pool.pending():
+                    progress.beat()  # idle or keeping up; a stuck verdict stops the beats
+                try:
+                    item = self._inferred.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if item is END:
+                    break
+                if item.frame.serial not in self.in_flight:
+                    self.counters.late_result()  # its fail-safe verdict is already out
+                    continue
+                pool.submit(item.frame.header.camera_id, item)
         self.outbox.put(END)
         self.shadow.closed.set()  # nothing more is decided: they finish what they hold
         if self.recorder is not None:
             self.recorder.closed.set()
+
+    def _decide(self, item: InferredFrame) -> Verdict:
+        began = time.perf_counter()
+        if self._decide_delay_s:
+            time.sleep(self._decide_delay_s)  # --inject-faults decide-delay-ms: tests only
+        verdict = self.decider.verdict(item)
+        self.counters.stage_time("postprocess", time.perf_counter() - began)
+        return verdict
+
+    def _deliver(self, item: InferredFrame, verdict: Verdict) -> None:
+        if self.in_flight.settle(item.frame.serial):
+            self.decider.deliver(verdict, self.outbox.put)
+        else:
+            self.counters.late_result()  # the watchdog gave its verdict meanwhile
+        self.progress["decide"].beat()
 
     def _learning(self) -> dict[str, Any]:
         """The heartbeat's and status's view of recording and shadowing (when on)."""

@@ -10,6 +10,8 @@ gate included) passes through unchanged between faults.
 Spec, comma-separated: `infer-every=N` makes every N-th call raise; `hang-after=N` makes
 every call after the N-th block forever (until the process ends); `delay-ms=N` makes every
 call take N ms longer (a GPU that has become slow: results arrive after their deadline).
+`decide-delay-ms=N` is not the backend's: the daemon's post-processing of every frame
+takes N ms longer (a decide stage that has fallen behind; `decide_delay_s`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from lineside.edge.backends.base import Backend, Outputs
 
-FAULTS = ("infer-every", "hang-after", "delay-ms")
+FAULTS = ("infer-every", "hang-after", "delay-ms", "decide-delay-ms")
 
 
 class InjectedFault(RuntimeError):
@@ -33,9 +35,15 @@ def parse_faults(spec: str) -> dict[str, int]:
         key, _, value = item.strip().partition("=")
         if key not in FAULTS or not value.isdigit() or int(value) < (key == "infer-every"):
             raise ValueError(f"fault injection {item!r} is not one of "
-                             "infer-every=N (N >= 1), hang-after=N, delay-ms=N (N >= 0)")
+                             "infer-every=N (N >= 1), hang-after=N, delay-ms=N, "
+                             "decide-delay-ms=N (N >= 0)")
         faults[key] = int(value)
     return faults
+
+
+def decide_delay_s(spec: str) -> float:
+    """The injected post-processing delay of a fault spec, in seconds (0: none)."""
+    return parse_faults(spec).get("decide-delay-ms", 0) / 1000 if spec else 0.0
 
 
 class FaultInjectingBackend(Backend):

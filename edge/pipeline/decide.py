@@ -63,6 +63,16 @@ class Decided:
     recorded: str = ""  # why the record stage kept it ("" = not recorded)
 
 
+@dataclass
+class Verdict:
+    """What deciding a frame produced, before anyone is told: its messages (`reject`,
+    then `mask`), the frame as observers see it, and whether its deadline had passed."""
+
+    messages: list[Message]
+    decided: Decided
+    late: bool = False
+
+
 # Told of every decided frame (record, shadow, the operator view); must not block (a
 # bounded queue) and should not raise.
 Observer = Callable[[Decided], None]
@@ -142,9 +152,17 @@ class Decider:
                               decided.frame.header.frame_id, decided.frame.header.camera_id)
 
     def messages(self, item: InferredFrame, now_ns: int | None = None) -> list[Message]:
-        """The messages for one frame; `now_ns` (Unix ns) is when the deadline is judged.
-        Never raises: a frame whose post-processing fails gets the fail-safe verdict (its
-        in-flight entry is settled already; without a verdict here the part would pass)."""
+        """The messages for one frame, observers told: `verdict` then `deliver`, in one
+        call (what the daemon does on its decide threads, without the in-flight check)."""
+        out: list[Message] = []
+        self.deliver(self.verdict(item, now_ns), out.append)
+        return out
+
+    def verdict(self, item: InferredFrame, now_ns: int | None = None) -> Verdict:
+        """One frame's verdict and messages; `now_ns` (Unix ns) is when the deadline is
+        judged. Never raises: a frame whose post-processing fails gets the fail-safe
+        verdict (without a verdict here the part would pass). Tells no one: the daemon
+        delivers it only if the frame is still its to settle (pipeline/watchdog.py)."""
         base = protocol.frame_fields(item.frame)
         if item.scores is None:
             return self._failed(item, failsafe_result(base, self.config.failsafe_verdict,
@@ -152,23 +170,35 @@ class Decider:
         try:
             return self._judged(item, base, now_ns)
         except Exception as exc:
-            log.exception("post-processing failed for frame %s of %s",
-                          item.frame.header.frame_id, item.frame.header.camera_id)
-            if self.counters is not None:
-                self.counters.decide_failure()
-            return self._failed(item, failsafe_result(
-                base, self.config.failsafe_verdict,
-                f"post-processing failed: {type(exc).__name__}: {exc}"))
+            return self.failed(item, exc)
 
-    def _failed(self, item: InferredFrame, message: Message) -> list[Message]:
+    def failed(self, item: InferredFrame, exc: BaseException) -> Verdict:
+        """The fail-safe verdict of a frame whose post-processing raised `exc`."""
+        log.error("post-processing failed for frame %s of %s", item.frame.header.frame_id,
+                  item.frame.header.camera_id, exc_info=exc)
+        if self.counters is not None:
+            self.counters.decide_failure()
+        return self._failed(item, failsafe_result(
+            protocol.frame_fields(item.frame), self.config.failsafe_verdict,
+            f"post-processing failed: {type(exc).__name__}: {exc}"))
+
+    def deliver(self, verdict: Verdict, put: Callable[[Message], object]) -> None:
+        """Send a settled frame's messages with `put`, count a missed deadline, and tell
+        the observers (record, shadow, the operator view)."""
+        if verdict.late and self.counters is not None:
+            self.counters.deadline_missed()
+        for message in verdict.messages:
+            put(message)
         if self.observers:
-            camera = self.config.for_camera(item.frame.header.camera_id)
-            self._tell(Decided(item.frame, item.model, item.model.classes_for(camera),
-                               message[1]["verdict"], True, message[1]))
-        return [message]
+            self._tell(verdict.decided)
+
+    def _failed(self, item: InferredFrame, message: Message) -> Verdict:
+        camera = self.config.for_camera(item.frame.header.camera_id)
+        return Verdict([message], Decided(item.frame, item.model, item.model.classes_for(camera),
+                                          message[1]["verdict"], True, message[1]))
 
     def _judged(self, item: InferredFrame, base: dict[str, Any],
-                now_ns: int | None) -> list[Message]:
+                now_ns: int | None) -> Verdict:
         camera = self.config.for_camera(item.frame.header.camera_id)
         classes = item.model.classes_for(camera)
         if not np.array_equal(item.scores.thresholds, thresholds_of(classes)):
@@ -181,8 +211,6 @@ class Decider:
         elapsed_ms = (now_ns - item.frame.received_ns) / 1e6
         late = bool(camera.deadline_ms and elapsed_ms > camera.deadline_ms)
         if late:
-            if self.counters is not None:
-                self.counters.deadline_missed()
             reasons = [f"deadline missed: {elapsed_ms:.1f} ms > {camera.deadline_ms:g} ms",
                        *reasons]
             verdict = self.config.failsafe_verdict
@@ -198,10 +226,8 @@ class Decider:
         if self.config.publish_masks:
             messages.append((protocol.TOPIC_MASK,
                              self.mask_body(base, item.scores.scores, masks, defects, classes)))
-        if self.observers:
-            self._tell(Decided(item.frame, item.model, classes, verdict, late, reject, masks,
-                               item.scores, item.gate))
-        return messages
+        return Verdict(messages, Decided(item.frame, item.model, classes, verdict, late,
+                                         reject, masks, item.scores, item.gate), late)
 
     def mask_body(self, base: dict[str, Any], scores: np.ndarray, masks: np.ndarray,
                   defects: list[Defect], classes: list[ClassSpec]) -> dict[str, Any]:

@@ -74,6 +74,10 @@ class InFlight:
         with self._lock:
             return self._pending.pop(serial, None) is not None
 
+    def __contains__(self, serial: object) -> bool:
+        with self._lock:
+            return serial in self._pending
+
     def expire(self, now_ns: int) -> list[Pending]:
         """Settle and return every frame whose deadline has passed."""
         with self._lock:

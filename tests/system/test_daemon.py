@@ -39,8 +39,10 @@ def test_n_frames_give_exactly_n_results(trained_bundle):
         assert collect(d.subscriber, 1, timeout_s=1.0).accounted == 0  # no duplicates
 
 
-def test_two_cameras_every_frame_in_order_per_camera(trained_bundle):
-    with serve(trained_bundle, "--max-batch", "14") as d:
+@pytest.mark.parametrize("decide_workers", ["1", "3"])
+def test_two_cameras_every_frame_in_order_per_camera(trained_bundle, decide_workers):
+    # 3: post-processing on a pool, where a clean frame finishes before a defective one
+    with serve(trained_bundle, "--max-batch", "14", "--decide-workers", decide_workers) as d:
         sent = set()
         for i in range(10):
             for camera, shape in (("lane1", (256, 1600)), ("lane2", (256, 800))):

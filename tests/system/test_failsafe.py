@@ -117,6 +117,26 @@ def test_results_that_come_after_the_deadline_are_counted_and_never_published(
         assert beat["counters"]["results"] == len(sent) and beat["in_flight"] == 0
 
 
+def test_slow_post_processing_still_gives_the_failsafe_verdict_by_the_deadline(
+        trained_bundle):
+    # A frame is settled when its verdict is ready, not when post-processing starts: a
+    # decide stage that falls behind leaves its frames to the watchdog's deadline.
+    with serve(trained_bundle, "--inject-faults", "decide-delay-ms=900", "--deadline-ms",
+               "300", "--decide-workers", "2", "--heartbeat-s", "0.25") as d:
+        sent = send_frames(d, "cam0", 6, SHAPE)
+        book = collect(d.subscriber, len(sent), timeout_s=30)
+        assert_every_frame_once(book, sent)
+        for result in book.results:
+            took_ms = (result["published_ns"] - result["received_ns"]) / 1e6
+            assert result["verdict"] == "ERROR" and 300 <= took_ms <= 450, took_ms
+            assert result["reasons"][0].startswith("deadline missed: no verdict")
+        time.sleep(4.0)  # every delayed post-processing has finished by now
+        assert collect(d.subscriber, 1, timeout_s=0.5).accounted == 0  # never twice
+        beat = next_heartbeat(d.subscriber, 5)
+        assert beat["counters"]["late_results"] == len(sent)
+        assert beat["counters"]["deadline_missed"] == len(sent) and beat["in_flight"] == 0
+
+
 def test_the_stall_policy_exits_for_the_supervisor_and_the_line_serves_again(
         trained_bundle):
     frames_in, results_out = free_endpoint(), free_endpoint()

@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--daemon-frames", type=int, default=40, help="frames per load level")
     ap.add_argument("--pipeline-frames", type=int, default=400, help="frames per load level "
                     "of the pipeline stage (the distinct frames are --daemon-frames, cycled)")
+    ap.add_argument("--decide-workers", type=int, nargs="+", default=[0], metavar="N",
+                    help="edge-serve --decide-workers for the daemon stages (0: auto); "
+                    "several: the pipeline stage runs once per count, side by side")
     ap.add_argument("--loads", default="25,50,90", help="offered loads, %% of saturation")
     ap.add_argument("--baseline", help="checkpoint for the torch-eager baseline stage")
     ap.add_argument("--shadow", metavar="BUNDLE", default="", help="daemon stage: run the "
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant, shadow in runs:
             label = variant.label + ("+shadow" if shadow else "")
             daemon = DaemonUnderTest(bundle, variant, base, strips[:args.daemon_frames],
-                                     shadow=shadow)
+                                     shadow=shadow, decide_workers=args.decide_workers[0])
             try:
                 saturation = daemon.saturation(args.daemon_frames)
                 loads = [daemon.at_rate(saturation * int(p) / 100, args.daemon_frames)
@@ -196,32 +199,47 @@ def pipeline_stage(bundle, variant: BenchVariant, base, strips, args, lines: lis
 
     plain = BenchVariant(variant.precision)  # the screen's saving is the model's, not ours
     frames = strips[:args.daemon_frames]
+    loads_pct = args.loads.split(",")
+    half = min(1, len(loads_pct) - 1)
+    runs: list[dict] = []
+    lines += tables.daemon_header("Pipeline ceiling: the daemon around replayed model "
+                                  "outputs (benchmark instrument: no model runs)")
+    stages: list[tuple[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         model = compose_model(bundle, plain.settings(base))
         replay = record_outputs(model, frames, Path(tmp) / "replay.npz", base.max_batch)
         model.close()
-        daemon = DaemonUnderTest(bundle, plain, base, frames, replay=replay)
-        try:
-            saturation = daemon.saturation(args.pipeline_frames)
-            loads = [daemon.at_rate(saturation * int(p) / 100, args.pipeline_frames)
-                     for p in args.loads.split(",")]
-        finally:
-            daemon.close()
-    lines += tables.daemon_header("Pipeline ceiling: the daemon around replayed model "
-                                  "outputs (benchmark instrument: no model runs)")
-    lines += tables.daemon_rows(f"{plain.label} replayed", saturation, loads)
-    lines += tables.stage_table([(f"{plain.label} replayed", daemon.saturation_stages_ms)])
-    ratios.append(f"pipeline ceiling {plain.label}: {saturation:.0f} frames/s "
-                  f"({len(frames)} distinct frames)")
-    half = min(1, len(loads) - 1)
-    ratios.append(f"pipeline p99 latency at {args.loads.split(',')[half]}% load: "
-                  f"{loads[half].latency_p99_ms:.1f} ms")
-    if plain.label in bare:
-        ratios.append(f"pipeline ceiling / bare {plain.label}: "
-                      f"{saturation / bare[plain.label].frames_per_s:.1f}x")
-    return {"instrument": "replayed model outputs (tools/bench/replay.py)",
-            "saturation_fps": saturation, "saturation_stages_ms": daemon.saturation_stages_ms,
-            "loads": [asdict(x) for x in loads]}
+        for workers in args.decide_workers:  # side by side, one daemon each
+            label = f"{plain.label} replayed" + \
+                (f", {workers} decide threads" if len(args.decide_workers) > 1 else "")
+            daemon = DaemonUnderTest(bundle, plain, base, frames, replay=replay,
+                                     decide_workers=workers)
+            try:
+                saturation = daemon.saturation(args.pipeline_frames)
+                loads = [daemon.at_rate(saturation * int(p) / 100, args.pipeline_frames)
+                         for p in loads_pct]
+            finally:
+                daemon.close()
+            lines += tables.daemon_rows(label, saturation, loads)
+            stages.append((label, daemon.saturation_stages_ms))
+            ratios.append(f"pipeline ceiling {label}: {saturation:.0f} frames/s "
+                          f"({len(frames)} distinct frames)")
+            ratios.append(f"pipeline p99 latency at {loads_pct[half]}% load, {label}: "
+                          f"{loads[half].latency_p99_ms:.1f} ms")
+            if plain.label in bare:
+                ratios.append(f"pipeline ceiling / bare {plain.label}: "
+                              f"{saturation / bare[plain.label].frames_per_s:.1f}x")
+            runs.append({"decide_workers": workers, "saturation_fps": saturation,
+                         "saturation_stages_ms": daemon.saturation_stages_ms,
+                         "loads": [asdict(x) for x in loads]})
+    lines += tables.stage_table(stages)
+    if len(runs) > 1:
+        ratios += [f"pipeline ceiling, {r['decide_workers']} / {runs[0]['decide_workers']} "
+                   f"decide threads: {r['saturation_fps'] / runs[0]['saturation_fps']:.2f}x"
+                   for r in runs[1:]]
+    # The first run's figures at the top level; every run under "runs".
+    return {"instrument": "replayed model outputs (tools/bench/replay.py)", **runs[0],
+            "runs": runs}
 
 
 if __name__ == "__main__":

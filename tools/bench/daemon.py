@@ -79,10 +79,11 @@ class DaemonUnderTest:
 
     def __init__(self, bundle: Bundle, variant: BenchVariant, base: ModelSettings,
                  strips: list[np.ndarray], replay: Path | None = None,
-                 shadow: str = "") -> None:
+                 shadow: str = "", decide_workers: int = 0) -> None:
         """`replay`: recorded model outputs (tools/bench/replay.py): the daemon runs on a
         ReplayBackend instead of the model (edge-bench --stages pipeline); `shadow`: a
-        candidate bundle the daemon shadows on spare capacity (edge-serve --shadow)."""
+        candidate bundle the daemon shadows on spare capacity (edge-serve --shadow);
+        `decide_workers`: edge-serve --decide-workers (0: its default)."""
         self.frames_in, self.results_out = _free_endpoint(), _free_endpoint()
         self.metrics_port = int(_free_endpoint().rsplit(":", 1)[1])
         settings = variant.settings(base)
@@ -91,7 +92,7 @@ class DaemonUnderTest:
             "threads": settings.threads or None, "max_batch": settings.max_batch,
             "screen": settings.screen or None,
             "screen_thresholds": settings.screen_thresholds if settings.screen else None,
-            "shadow": shadow or None,
+            "shadow": shadow or None, "decide_workers": decide_workers or None,
             "input": [self.frames_in], "output": self.results_out, "queue_size": 64,
             "metrics": f"127.0.0.1:{self.metrics_port}"},
             extra=["--replay", str(replay)] if replay else (),
