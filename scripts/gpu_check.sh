@@ -88,11 +88,14 @@ timeout "$(limit 90)" python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/
 result $?
 grep -E "passed|failed|SKIPPED|Error" "$log" | tail -8 | tee -a "$out/steps.txt"
 
-step "edge-bench ort-cuda fp32/fp16 (daemon at saturation) vs torch eager on CUDA"
-timeout "$(limit 150)" python3 -m lineside.tools.bench.cli "$work/bundle" --backend ort-cuda \
+# The daemon stage with the default post-processing pool (a quarter of the cores); the
+# pipeline stage (replayed outputs) with that pool and with one thread, side by side.
+step "edge-bench ort-cuda fp32/fp16 (daemon at saturation) vs torch eager on CUDA, pipeline"
+timeout "$(limit 200)" python3 -m lineside.tools.bench.cli "$work/bundle" --backend ort-cuda \
     --precision fp32 fp16 --images "$work/heldout" \
-    --stages bare daemon baseline --baseline "$work/unet_r18.pt" --baseline-device cuda \
-    --batch 14 --frames 28 --rounds 3 --daemon-frames 40 -o "$out/bench" \
+    --stages bare daemon baseline pipeline --baseline "$work/unet_r18.pt" \
+    --baseline-device cuda --batch 14 --frames 28 --rounds 3 --daemon-frames 40 \
+    --pipeline-frames 800 --decide-workers 0 1 -o "$out/bench" \
     >> "$log" 2>&1
 result $?
 grep -E "x$" "$log" | tail -10 | tee -a "$out/steps.txt"
